@@ -1,0 +1,2 @@
+// Anchor translation unit for the shared precompiled header (see
+// cmake/finetuneDevelopment.cmake); it holds no code.

@@ -1,0 +1,23 @@
+// `roberta_regression demo`: what `make demo` runs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+#include <torch/torch.h>
+
+namespace roberta_regression {
+
+/// Placeholder until the example's experiment lands (issue #8): it says so and
+/// reports the LibTorch it runs on, so `make demo` shows a working toolchain.
+inline void add_demo_command(CLI::App& app) {
+  auto* demo = app.add_subcommand("demo", "run the technique table on the embedded data set");
+  demo->callback([] {
+    fmt::print(
+        "roberta_regression demo: placeholder. The RoBERTa regression experiment on the\n"
+        "embedded State of the Union data set is not built yet (issue #8).\n"
+        "Toolchain check: LibTorch {} with {} intra-op thread(s), CUDA available: {}.\n",
+        TORCH_VERSION, torch::get_num_threads(), torch::cuda::is_available() ? "yes" : "no");
+  });
+}
+
+}  // namespace roberta_regression

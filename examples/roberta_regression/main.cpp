@@ -1,0 +1,34 @@
+// roberta_regression: the article's RoBERTa regression experiment in C++.
+// Each subcommand lives in its own cmd_<name>.hpp and registers itself here.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "cmd_demo.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"roberta_regression: fine-tune RoBERTa for regression with finetune"};
+  app.require_subcommand(1);
+
+  // LibTorch takes half the cores by default; the example takes them all.
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("--threads", threads, "intra-op CPU threads (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  app.parse_complete_callback([&threads] { torch::set_num_threads(threads); });
+
+  roberta_regression::add_demo_command(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "roberta_regression: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what `make demo`, `make test` and `make bench` need, and does
+# nothing the second time:
+#   1. Debian packages (as root, or through sudo; otherwise prints the command);
+#   2. OpenBLAS (OpenMP flavour) as the system BLAS/LAPACK, because Debian's
+#      libtorch otherwise runs on the netlib reference BLAS, ~25x slower;
+#   3. the project-local Python environment .venv from requirements.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  cmake g++ make pkg-config git
+  libtorch-dev libopenblas0-openmp
+  catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libbenchmark-dev
+  gnuplot-nox python3-venv
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo "$@"
+  else
+    echo "setup: this step needs root. Run it yourself, then run make again:" >&2
+    echo "  sudo $*" >&2
+    exit 1
+  fi
+}
+
+# --- 1. Debian packages ---------------------------------------------------------
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ] && ! { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+    echo "setup: installing packages needs root. Run this, then run make again:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# --- 2. OpenBLAS (OpenMP) for libblas/liblapack/libopenblas ------------------------
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+  want="/usr/lib/$arch/openblas-openmp/$lib"
+  link="$lib-$arch"
+  current=$(update-alternatives --query "$link" 2>/dev/null | sed -n 's/^Value: //p')
+  if [ "$current" != "$want" ]; then
+    echo "setup: selecting OpenBLAS (OpenMP) for $lib"
+    as_root update-alternatives --set "$link" "$want"
+  fi
+done
+
+# --- 3. Python environment -------------------------------------------------------
+stamp=.venv/.requirements.sha256
+want_hash=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
+  echo "setup: creating .venv from requirements.txt (PyTorch's CUDA wheel: a few GB)"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "$want_hash" > "$stamp"
+fi
