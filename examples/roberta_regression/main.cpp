@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   // LibTorch takes half the cores by default; the example takes them all.
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("--threads", threads, "intra-op CPU threads (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 1024));
   app.parse_complete_callback([&threads] { torch::set_num_threads(threads); });
 
   roberta_regression::add_demo_command(app);
