@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: every C++ benchmark (build/torch2), the same work in PyTorch
+# with the venv's torch at the same thread count, then one table and
+# bench/results.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${FINETUNE_BENCH_THREADS:-$(nproc)}
+export FINETUNE_BENCH_THREADS=$threads
+out=build/bench
+rm -rf "$out" && mkdir -p "$out"
+for exe in build/torch2/bench/bench_*; do
+  [ -x "$exe" ] || continue
+  name=$(basename "$exe")
+  echo "=== $name ($threads threads)"
+  "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/$name.json" --benchmark_out_format=json
+done
+echo "=== PyTorch ($threads threads)"
+.venv/bin/python bench/pytorch_bench.py --threads "$threads" --out "$out/pytorch.json"
+.venv/bin/python bench/report.py --cpp "$out" --pytorch "$out/pytorch.json" --out bench/results.json
