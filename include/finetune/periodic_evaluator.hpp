@@ -1,0 +1,736 @@
+// finetune: fine-tuning techniques for LibTorch, header-only.
+// SPDX-License-Identifier: MIT
+//
+// PeriodicEvaluator: frequent evaluation within epochs, best checkpoints that
+// survive a crash, early stopping ("Advanced Techniques for Fine-tuning
+// Transformers", section "Frequent Evaluation"; the schedule is that of the
+// article's notebook train-roberta-advanced.ipynb).
+//
+// Your loop calls step() once per optimizer step; the evaluator decides when
+// to call your evaluate() callable, keeps the best metric, writes the best
+// checkpoint atomically, appends one history row per evaluation and tells the
+// loop when to stop. POSIX only (open/fsync/rename).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/serialize.h>
+#include <torch/types.h>
+
+#include "finetune/compat.hpp"
+
+namespace finetune {
+
+// ---------------------------------------------------------------------------
+// Declarations
+// ---------------------------------------------------------------------------
+
+/// Writes `path` so that, whatever happens (exception, crash, SIGKILL, power
+/// loss after return), `path` holds either its previous contents or the
+/// complete new contents, never a torn file.
+///
+/// `writer(tmp)` writes the new contents to `tmp`, a temporary file in the
+/// same folder (`<path>.tmp.<pid>`); that file is fsynced, renamed over
+/// `path`, and the folder is fsynced so that the rename itself is durable.
+/// One writer per `path` at a time.
+///
+/// @param path   Final file name.
+/// @param writer Writes a complete file to the path it is given, e.g.
+///               `[&](const std::string& p) { torch::save(model, p); }`.
+/// @throws std::invalid_argument if `path` is empty or `writer` is empty.
+/// @throws std::runtime_error naming the file on an I/O error (the temporary
+///         file is removed; `path` is untouched). Exceptions of `writer`
+///         propagate after the temporary file is removed.
+inline void atomic_write_file(const std::string& path,
+                              const std::function<void(const std::string&)>& writer);
+
+/// Whether lower (RMSE, loss) or higher (accuracy) metric values are better.
+enum class MetricMode { min, max };
+
+/// Format of the history file: CSV with a header line, JSON lines, or none.
+enum class HistoryFormat { csv, jsonl, none };
+
+/// Options of PeriodicEvaluator; chained setters, e.g.
+/// `PeriodicEvaluatorOptions("ckpt").eval_every(10).patience(50)`.
+struct PeriodicEvaluatorOptions {
+  PeriodicEvaluatorOptions() = default;
+  /// @param checkpoint_dir Folder of the checkpoints and history; must exist.
+  explicit PeriodicEvaluatorOptions(std::string checkpoint_dir)
+      : checkpoint_dir_(std::move(checkpoint_dir)) {}
+
+  /// Evaluate at every batch index i (0-based) with i % eval_every == 0, and
+  /// at the last batch of the epoch (article: 10). Must be >= 1.
+  TORCH_ARG(int64_t, eval_every) = 10;
+  /// First epoch (as your loop numbers them; the notebook counts from 0) that
+  /// is evaluated every eval_every batches; earlier epochs are evaluated once,
+  /// at their last batch (article: 2, i.e. the third epoch). Must be >= 0.
+  TORCH_ARG(int64_t, eval_every_from_epoch) = 2;
+  /// Stop when more than `patience` consecutive evaluations brought no
+  /// improvement; the count carries across epochs (article: 50). >= 0.
+  TORCH_ARG(int64_t, patience) = 50;
+  /// MetricMode::min (default, RMSE) or MetricMode::max.
+  TORCH_ARG(MetricMode, mode) = MetricMode::min;
+  /// Folder of checkpoints and history (default "."); checked to exist and be
+  /// writable when the evaluator is constructed.
+  TORCH_ARG(std::string, checkpoint_dir) = ".";
+  /// File name of the best checkpoint in checkpoint_dir (default "best.pt").
+  TORCH_ARG(std::string, checkpoint_name) = "best.pt";
+  /// File name of the best averaged-weights (SWA/EMA) checkpoint
+  /// (default "best_swa.pt").
+  TORCH_ARG(std::string, averaged_checkpoint_name) = "best_swa.pt";
+  /// History format (default csv); HistoryFormat::none writes no history.
+  TORCH_ARG(HistoryFormat, history_format) = HistoryFormat::csv;
+  /// File name of the history in checkpoint_dir; empty (default) means
+  /// "history.csv" or "history.jsonl" after history_format.
+  TORCH_ARG(std::string, history_name) = "";
+  /// Name of the metric in log lines (default "RMSE").
+  TORCH_ARG(std::string, metric_name) = "RMSE";
+  /// Text put before every evaluation log line (default none; the notebook
+  /// prints "FOLD: 0, ").
+  TORCH_ARG(std::string, log_prefix) = "";
+
+ public:
+  /// Throws std::invalid_argument naming the first bad option.
+  void validate() const;
+};
+
+/// One evaluation, as written to the history.
+struct EvaluationRecord {
+  int64_t epoch = 0;         ///< epoch as passed to step()
+  int64_t batch = 0;         ///< batch index (0-based) as passed to step()
+  int64_t step = 0;          ///< global step: step() calls so far, this one included
+  std::string weights;       ///< "raw" or "averaged"
+  double metric = 0.0;       ///< the value evaluate() returned
+  double best = 0.0;         ///< best value of these weights so far, this one included
+  bool improved = false;     ///< strictly better than the best before (checkpoint saved)
+};
+
+/// Frequent evaluation with best checkpoints and early stopping, plugged into
+/// your training loop:
+///
+/// ```
+/// finetune::PeriodicEvaluator evaluator(
+///     finetune::PeriodicEvaluatorOptions("ckpt").eval_every(10).patience(50), *model);
+/// for (int64_t epoch = 0; epoch < epochs && !evaluator.should_stop(); ++epoch) {
+///   for (int64_t i = 0; i < n_batches; ++i) {
+///     ... loss.backward(); optimizer.step(); ...
+///     if (evaluator.step(epoch, i, n_batches, [&] { return validate_rmse(); })) break;
+///   }
+/// }
+/// ```
+///
+/// Semantics (the notebook's, checked against it): from epoch
+/// eval_every_from_epoch on, evaluate at batch i when i % eval_every == 0 or i
+/// is the epoch's last batch; before it, at the last batch only. A value
+/// strictly better than the best so far is an improvement (NaN never is): the
+/// checkpoint is saved and the no-improvement count resets; otherwise the
+/// count grows. When it exceeds `patience`, step() returns true (and keeps
+/// returning true without evaluating). The first finite value always
+/// improves (the notebook starts from a best of 999).
+///
+/// With averaged weights (SWA), pass evaluate_averaged and save_averaged to
+/// step(): right after the raw evaluation the averaged weights are evaluated
+/// too, tracked against their own best and saved to averaged_checkpoint_name
+/// on improvement, so the SWA result is measured rather than assumed. Early
+/// stopping follows the raw weights, as in the notebook.
+class PeriodicEvaluator {
+ public:
+  using EvaluateFn = std::function<double()>;
+  /// Writes a complete checkpoint to the path given (a temporary file that
+  /// the evaluator then renames into place).
+  using SaveFn = std::function<void(const std::string& path)>;
+  /// Receives one line (no trailing newline) per evaluation.
+  using LogFn = std::function<void(const std::string& line)>;
+
+  /// @param options Validated here; checkpoint_dir must exist and be
+  ///        writable (std::invalid_argument naming the folder otherwise).
+  /// @param save    Saves the model on improvement; may be empty (then no
+  ///        checkpoint is written, the rest works alike).
+  /// @param log     Line sink; default prints to std::cout.
+  PeriodicEvaluator(PeriodicEvaluatorOptions options, SaveFn save, LogFn log = stdout_logger());
+
+  /// Same, saving `model` (non-owning: it must outlive the evaluator) with
+  /// Module::save into a torch::serialize::OutputArchive, i.e. what
+  /// torch::save(model, path) writes and torch::load(model, path) reads.
+  PeriodicEvaluator(PeriodicEvaluatorOptions options, const torch::nn::Module& model,
+                    LogFn log = stdout_logger());
+
+  /// A SaveFn that writes `module` like torch::save (non-owning reference).
+  static SaveFn module_saver(const torch::nn::Module& module);
+  /// The default log sink: the line and '\n' to std::cout.
+  static LogFn stdout_logger();
+
+  /// Whether step(epoch, batch, batches_in_epoch, ...) evaluates (ignoring
+  /// a stop already signalled). Throws std::invalid_argument unless
+  /// epoch >= 0, batches_in_epoch >= 1 and 0 <= batch < batches_in_epoch.
+  bool is_due(int64_t epoch, int64_t batch, int64_t batches_in_epoch) const;
+
+  /// Call once per optimizer step, after it. Evaluates when due (see the
+  /// class comment). Returns true when the loop should stop (early stopping,
+  /// ensmallen-callback style), then and on every later call.
+  bool step(int64_t epoch, int64_t batch, int64_t batches_in_epoch, const EvaluateFn& evaluate);
+
+  /// Same, and when due also evaluates the averaged weights with
+  /// `evaluate_averaged` and, on their improvement, saves them with
+  /// `save_averaged` (may be empty) to averaged_checkpoint_name.
+  bool step(int64_t epoch, int64_t batch, int64_t batches_in_epoch, const EvaluateFn& evaluate,
+            const EvaluateFn& evaluate_averaged, const SaveFn& save_averaged);
+
+  /// Best raw metric so far (+inf for min, -inf for max before any improvement).
+  double best() const { return best_; }
+  /// Best averaged-weights metric so far (same convention).
+  double best_averaged() const { return best_averaged_; }
+  /// Consecutive raw evaluations without improvement (the notebook's
+  /// early_stopping_counter).
+  int64_t evaluations_without_improvement() const { return bad_evaluations_; }
+  /// step() calls so far.
+  int64_t global_step() const { return global_step_; }
+  /// Raw evaluations so far.
+  int64_t num_evaluations() const { return num_evaluations_; }
+  /// Whether early stopping has fired.
+  bool should_stop() const { return stopped_; }
+  /// Epoch and batch of the last step() call (-1 before any), for resuming.
+  int64_t last_epoch() const { return last_epoch_; }
+  int64_t last_batch() const { return last_batch_; }
+  /// Whether the last step() call evaluated, and what (raw weights).
+  bool evaluated_last_step() const { return evaluated_last_step_; }
+  const EvaluationRecord& last_evaluation() const { return last_record_; }
+
+  std::string best_checkpoint_path() const;
+  std::string best_averaged_checkpoint_path() const;
+  /// Empty with HistoryFormat::none.
+  std::string history_path() const;
+  const PeriodicEvaluatorOptions& options() const { return options_; }
+
+  /// Saves the state (best values, counters, global step, history position)
+  /// so that load() into a fresh evaluator with the same options continues
+  /// exactly like an uninterrupted run. `torch::save(evaluator, path)` works
+  /// too (through operator<<); write the file with atomic_write_file.
+  void save(torch::serialize::OutputArchive& archive) const;
+  /// Restores what save() wrote. The history file is cut back to the saved
+  /// position (rows written after the state was saved, by a run that then
+  /// crashed, are dropped and will be written again). Throws
+  /// std::invalid_argument on a missing key, a different mode, or a history
+  /// file shorter than the saved position.
+  void load(torch::serialize::InputArchive& archive);
+
+  PeriodicEvaluator(const PeriodicEvaluator&) = delete;
+  PeriodicEvaluator& operator=(const PeriodicEvaluator&) = delete;
+  PeriodicEvaluator(PeriodicEvaluator&& other) noexcept;
+  PeriodicEvaluator& operator=(PeriodicEvaluator&& other) noexcept;
+  ~PeriodicEvaluator();
+
+ private:
+  bool better(double value, double best) const;
+  void record(const EvaluationRecord& r);
+  void log_evaluation(const EvaluationRecord& r, bool per_batch, bool saved);
+  void close_history();
+
+  PeriodicEvaluatorOptions options_;
+  SaveFn save_;
+  LogFn log_;
+  double best_;
+  double best_averaged_;
+  int64_t bad_evaluations_ = 0;
+  int64_t global_step_ = 0;
+  int64_t num_evaluations_ = 0;
+  int64_t history_rows_ = 0;
+  int64_t history_bytes_ = 0;
+  int64_t last_epoch_ = -1;
+  int64_t last_batch_ = -1;
+  bool stopped_ = false;
+  bool evaluated_last_step_ = false;
+  EvaluationRecord last_record_;
+  int history_fd_ = -1;
+  // False until the first row: a fresh evaluator then starts a new file, a
+  // loaded one appends after the (already cut back) saved position.
+  bool history_resumed_ = false;
+};
+
+/// torch::save(evaluator, path) / torch::load(evaluator, path).
+inline torch::serialize::OutputArchive& operator<<(torch::serialize::OutputArchive& archive,
+                                                   const PeriodicEvaluator& evaluator) {
+  evaluator.save(archive);
+  return archive;
+}
+inline torch::serialize::InputArchive& operator>>(torch::serialize::InputArchive& archive,
+                                                  PeriodicEvaluator& evaluator) {
+  evaluator.load(archive);
+  return archive;
+}
+
+/// The notebook's `round(x, 4)` as Python prints it: 0.601, 0.5636, 0.6
+/// (exact for |x| < 1e16; Python switches to exponent notation above).
+inline std::string format_metric_like_python_round4(double value);
+
+// ---------------------------------------------------------------------------
+// Definitions
+// ---------------------------------------------------------------------------
+
+namespace detail {
+
+inline std::string errno_message(int error) { return std::strerror(error); }
+
+// fsync of a file or folder by name (fsync works on read-only descriptors).
+inline void fsync_path(const std::string& path, int flags) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw std::runtime_error("finetune: cannot open '" + path + "' to fsync: " +
+                             errno_message(errno));
+  }
+  int rc;
+  do {
+    rc = ::fsync(fd);
+  } while (rc != 0 && errno == EINTR);
+  const int error = errno;
+  ::close(fd);
+  // EINVAL: the file system does not support syncing this (e.g. some folders).
+  if (rc != 0 && error != EINVAL) {
+    throw std::runtime_error("finetune: fsync of '" + path + "' failed: " + errno_message(error));
+  }
+}
+
+inline std::string parent_folder(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? std::string(".") : parent;
+}
+
+// Writes all of `text` with as few write() calls as the kernel allows (one for
+// short lines), so that a killed process leaves whole history rows.
+inline void write_all(int fd, const std::string& text, const std::string& path) {
+  const char* data = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, data, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error("finetune: writing '" + path + "' failed: " + errno_message(errno));
+    }
+    data += n;
+    left -= static_cast<size_t>(n);
+  }
+}
+
+// Fails at construction, not after an hour of training: the folder must
+// exist, be a folder, and accept a new file.
+inline void require_writable_folder(const std::string& folder, const char* what) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(folder, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
+                                "' does not exist");
+  }
+  if (!std::filesystem::is_directory(status)) {
+    throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
+                                "' is not a folder");
+  }
+  const std::string probe =
+      (std::filesystem::path(folder) / (".finetune_probe." + std::to_string(::getpid())))
+          .string();
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
+                                "' is not writable: " + errno_message(errno));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+inline std::string format_double_exact(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.17g", v);
+  return buffer;
+}
+
+inline std::string json_number(double v) {
+  return std::isfinite(v) ? format_double_exact(v) : std::string("null");
+}
+
+template <typename T>
+torch::Tensor state_tensor(T value, torch::Dtype dtype) {
+  return torch::tensor(value, torch::TensorOptions().dtype(dtype));
+}
+
+}  // namespace detail
+
+inline void atomic_write_file(const std::string& path,
+                              const std::function<void(const std::string&)>& writer) {
+  if (path.empty()) throw std::invalid_argument("finetune: atomic_write_file: empty path");
+  if (!writer) throw std::invalid_argument("finetune: atomic_write_file: empty writer for '" + path + "'");
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    writer(tmp);
+    // Data on disk before the rename makes it visible under the final name.
+    detail::fsync_path(tmp, O_RDONLY);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("finetune: cannot rename '" + tmp + "' to '" + path +
+                             "': " + detail::errno_message(error));
+  }
+  // The rename is an entry in the folder: sync the folder too.
+  detail::fsync_path(detail::parent_folder(path), O_RDONLY | O_DIRECTORY);
+}
+
+inline std::string format_metric_like_python_round4(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  // %.4f rounds the exact binary value half-to-even, like round(x, 4); the
+  // repr of that result is the 4-decimal text without trailing zeros, keeping
+  // one digit after the point.
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), "%.4f", value);
+  std::string text = buffer;
+  while (text.size() > 2 && text.back() == '0' && text[text.size() - 2] != '.') text.pop_back();
+  return text;
+}
+
+inline void PeriodicEvaluatorOptions::validate() const {
+  auto fail = [](const std::string& what) {
+    throw std::invalid_argument("finetune: PeriodicEvaluatorOptions: " + what);
+  };
+  if (eval_every() < 1) fail("eval_every must be >= 1, got " + std::to_string(eval_every()));
+  if (eval_every_from_epoch() < 0) {
+    fail("eval_every_from_epoch must be >= 0, got " + std::to_string(eval_every_from_epoch()));
+  }
+  if (patience() < 0) fail("patience must be >= 0, got " + std::to_string(patience()));
+  if (mode() != MetricMode::min && mode() != MetricMode::max) fail("mode must be min or max");
+  if (history_format() != HistoryFormat::csv && history_format() != HistoryFormat::jsonl &&
+      history_format() != HistoryFormat::none) {
+    fail("history_format must be csv, jsonl or none");
+  }
+  if (checkpoint_dir().empty()) fail("checkpoint_dir is empty");
+  auto plain_name = [&](const std::string& option, const std::string& name, bool may_be_empty) {
+    if (name.empty() && may_be_empty) return;
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos) {
+      fail(option + " must be a plain file name inside checkpoint_dir, got '" + name + "'");
+    }
+  };
+  plain_name("checkpoint_name", checkpoint_name(), false);
+  plain_name("averaged_checkpoint_name", averaged_checkpoint_name(), false);
+  plain_name("history_name", history_name(), true);
+  if (checkpoint_name() == averaged_checkpoint_name()) {
+    fail("checkpoint_name and averaged_checkpoint_name are both '" + checkpoint_name() + "'");
+  }
+}
+
+inline PeriodicEvaluator::PeriodicEvaluator(PeriodicEvaluatorOptions options, SaveFn save,
+                                            LogFn log)
+    : options_(std::move(options)), save_(std::move(save)), log_(std::move(log)) {
+  options_.validate();
+  detail::require_writable_folder(options_.checkpoint_dir(), "PeriodicEvaluator checkpoint_dir");
+  const bool min = options_.mode() == MetricMode::min;
+  best_ = min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+  best_averaged_ = best_;
+}
+
+inline PeriodicEvaluator::PeriodicEvaluator(PeriodicEvaluatorOptions options,
+                                            const torch::nn::Module& model, LogFn log)
+    : PeriodicEvaluator(std::move(options), module_saver(model), std::move(log)) {}
+
+inline PeriodicEvaluator::SaveFn PeriodicEvaluator::module_saver(const torch::nn::Module& module) {
+  const torch::nn::Module* target = &module;
+  return [target](const std::string& path) {
+    torch::serialize::OutputArchive archive;
+    target->save(archive);
+    archive.save_to(path);
+  };
+}
+
+inline PeriodicEvaluator::LogFn PeriodicEvaluator::stdout_logger() {
+  return [](const std::string& line) { std::cout << line << '\n' << std::flush; };
+}
+
+inline PeriodicEvaluator::PeriodicEvaluator(PeriodicEvaluator&& other) noexcept
+    : options_(std::move(other.options_)),
+      save_(std::move(other.save_)),
+      log_(std::move(other.log_)),
+      best_(other.best_),
+      best_averaged_(other.best_averaged_),
+      bad_evaluations_(other.bad_evaluations_),
+      global_step_(other.global_step_),
+      num_evaluations_(other.num_evaluations_),
+      history_rows_(other.history_rows_),
+      history_bytes_(other.history_bytes_),
+      last_epoch_(other.last_epoch_),
+      last_batch_(other.last_batch_),
+      stopped_(other.stopped_),
+      evaluated_last_step_(other.evaluated_last_step_),
+      last_record_(std::move(other.last_record_)),
+      history_fd_(std::exchange(other.history_fd_, -1)),
+      history_resumed_(other.history_resumed_) {}
+
+inline PeriodicEvaluator& PeriodicEvaluator::operator=(PeriodicEvaluator&& other) noexcept {
+  if (this != &other) {
+    close_history();
+    options_ = std::move(other.options_);
+    save_ = std::move(other.save_);
+    log_ = std::move(other.log_);
+    best_ = other.best_;
+    best_averaged_ = other.best_averaged_;
+    bad_evaluations_ = other.bad_evaluations_;
+    global_step_ = other.global_step_;
+    num_evaluations_ = other.num_evaluations_;
+    history_rows_ = other.history_rows_;
+    history_bytes_ = other.history_bytes_;
+    last_epoch_ = other.last_epoch_;
+    last_batch_ = other.last_batch_;
+    stopped_ = other.stopped_;
+    evaluated_last_step_ = other.evaluated_last_step_;
+    last_record_ = std::move(other.last_record_);
+    history_fd_ = std::exchange(other.history_fd_, -1);
+    history_resumed_ = other.history_resumed_;
+  }
+  return *this;
+}
+
+inline PeriodicEvaluator::~PeriodicEvaluator() { close_history(); }
+
+inline void PeriodicEvaluator::close_history() {
+  if (history_fd_ >= 0) {
+    ::close(history_fd_);
+    history_fd_ = -1;
+  }
+}
+
+inline std::string PeriodicEvaluator::best_checkpoint_path() const {
+  return (std::filesystem::path(options_.checkpoint_dir()) / options_.checkpoint_name()).string();
+}
+
+inline std::string PeriodicEvaluator::best_averaged_checkpoint_path() const {
+  return (std::filesystem::path(options_.checkpoint_dir()) / options_.averaged_checkpoint_name())
+      .string();
+}
+
+inline std::string PeriodicEvaluator::history_path() const {
+  if (options_.history_format() == HistoryFormat::none) return "";
+  std::string name = options_.history_name();
+  if (name.empty()) {
+    name = options_.history_format() == HistoryFormat::csv ? "history.csv" : "history.jsonl";
+  }
+  return (std::filesystem::path(options_.checkpoint_dir()) / name).string();
+}
+
+inline bool PeriodicEvaluator::is_due(int64_t epoch, int64_t batch,
+                                      int64_t batches_in_epoch) const {
+  if (epoch < 0 || batches_in_epoch < 1 || batch < 0 || batch >= batches_in_epoch) {
+    throw std::invalid_argument(
+        "finetune: PeriodicEvaluator: need epoch >= 0, batches_in_epoch >= 1 and "
+        "0 <= batch < batches_in_epoch; got epoch " + std::to_string(epoch) + ", batch " +
+        std::to_string(batch) + ", batches_in_epoch " + std::to_string(batches_in_epoch));
+  }
+  const bool last_batch = batch + 1 == batches_in_epoch;
+  if (epoch < options_.eval_every_from_epoch()) return last_batch;
+  return batch % options_.eval_every() == 0 || last_batch;
+}
+
+inline bool PeriodicEvaluator::better(double value, double best) const {
+  // Strict, and false for NaN, as Python's `rmse < best_rmse`.
+  return options_.mode() == MetricMode::min ? value < best : value > best;
+}
+
+inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batches_in_epoch,
+                                    const EvaluateFn& evaluate) {
+  return step(epoch, batch, batches_in_epoch, evaluate, EvaluateFn(), SaveFn());
+}
+
+inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batches_in_epoch,
+                                    const EvaluateFn& evaluate,
+                                    const EvaluateFn& evaluate_averaged,
+                                    const SaveFn& save_averaged) {
+  const bool due = is_due(epoch, batch, batches_in_epoch);  // validates the arguments
+  if (!evaluate) throw std::invalid_argument("finetune: PeriodicEvaluator::step: empty evaluate");
+  evaluated_last_step_ = false;
+  if (stopped_) return true;
+  ++global_step_;
+  last_epoch_ = epoch;
+  last_batch_ = batch;
+  if (!due) return false;
+  const bool per_batch = epoch >= options_.eval_every_from_epoch();
+
+  auto evaluate_weights = [&](const EvaluateFn& fn, const SaveFn& save, double& best,
+                              const std::string& path, const char* weights) {
+    EvaluationRecord r;
+    r.epoch = epoch;
+    r.batch = batch;
+    r.step = global_step_;
+    r.weights = weights;
+    r.metric = fn();
+    r.improved = better(r.metric, best);
+    // Save before updating the state: a failed save leaves the best unchanged.
+    if (r.improved && save) atomic_write_file(path, save);
+    if (r.improved) best = r.metric;
+    r.best = best;
+    record(r);
+    log_evaluation(r, per_batch, r.improved && save);
+    return r;
+  };
+
+  last_record_ = evaluate_weights(evaluate, save_, best_, best_checkpoint_path(), "raw");
+  ++num_evaluations_;
+  bad_evaluations_ = last_record_.improved ? 0 : bad_evaluations_ + 1;
+  evaluated_last_step_ = true;
+  if (evaluate_averaged) {
+    evaluate_weights(evaluate_averaged, save_averaged, best_averaged_,
+                     best_averaged_checkpoint_path(), "averaged");
+  }
+  if (bad_evaluations_ > options_.patience()) {
+    stopped_ = true;
+    if (log_) log_("Early stopping triggered!");
+  }
+  return stopped_;
+}
+
+inline void PeriodicEvaluator::log_evaluation(const EvaluationRecord& r, bool per_batch,
+                                              bool saved) {
+  if (!log_) return;
+  // The notebook's lines: "Epoch: 2, Batch 30, RMSE = 0.5636, checkpoint saved."
+  std::string line = options_.log_prefix() + "Epoch: " + std::to_string(r.epoch) + ", ";
+  if (per_batch) line += "Batch " + std::to_string(r.batch) + ", ";
+  line += options_.metric_name();
+  if (r.weights == "averaged") line += " (averaged)";
+  line += " = " + format_metric_like_python_round4(r.metric);
+  if (saved) line += ", checkpoint saved.";
+  log_(line);
+}
+
+inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
+  const std::string path = history_path();
+  if (path.empty()) return;
+  if (history_fd_ < 0) {
+    // A fresh run replaces an old history; a loaded one appends (load() has
+    // already cut the file back to the saved position).
+    const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (history_resumed_ ? 0 : O_TRUNC);
+    history_fd_ = ::open(path.c_str(), flags, 0644);
+    if (history_fd_ < 0) {
+      throw std::runtime_error("finetune: cannot open history '" + path +
+                               "': " + detail::errno_message(errno));
+    }
+    history_resumed_ = true;
+  }
+  std::string text;
+  const bool csv = options_.history_format() == HistoryFormat::csv;
+  if (csv && history_bytes_ == 0) text += "epoch,batch,step,weights,metric,best,improved\n";
+  if (csv) {
+    text += std::to_string(r.epoch) + "," + std::to_string(r.batch) + "," +
+            std::to_string(r.step) + "," + r.weights + "," + detail::format_double_exact(r.metric) +
+            "," + detail::format_double_exact(r.best) + "," + (r.improved ? "1" : "0") + "\n";
+  } else {
+    text += "{\"epoch\":" + std::to_string(r.epoch) + ",\"batch\":" + std::to_string(r.batch) +
+            ",\"step\":" + std::to_string(r.step) + ",\"weights\":\"" + r.weights +
+            "\",\"metric\":" + detail::json_number(r.metric) +
+            ",\"best\":" + detail::json_number(r.best) +
+            ",\"improved\":" + (r.improved ? "true" : "false") + "}\n";
+  }
+  detail::write_all(history_fd_, text, path);
+  history_bytes_ += static_cast<int64_t>(text.size());
+  ++history_rows_;
+}
+
+inline void PeriodicEvaluator::save(torch::serialize::OutputArchive& archive) const {
+  // Flat keys with a prefix (archive keys may not contain dots), so the state
+  // can share an archive with the model's or optimizer's.
+  archive.write("periodic_evaluator_mode",
+                detail::state_tensor<int64_t>(options_.mode() == MetricMode::min ? 0 : 1, torch::kLong));
+  archive.write("periodic_evaluator_best", detail::state_tensor<double>(best_, torch::kDouble));
+  archive.write("periodic_evaluator_best_averaged",
+                detail::state_tensor<double>(best_averaged_, torch::kDouble));
+  archive.write("periodic_evaluator_bad_evaluations",
+                detail::state_tensor<int64_t>(bad_evaluations_, torch::kLong));
+  archive.write("periodic_evaluator_global_step",
+                detail::state_tensor<int64_t>(global_step_, torch::kLong));
+  archive.write("periodic_evaluator_num_evaluations",
+                detail::state_tensor<int64_t>(num_evaluations_, torch::kLong));
+  archive.write("periodic_evaluator_history_rows",
+                detail::state_tensor<int64_t>(history_rows_, torch::kLong));
+  archive.write("periodic_evaluator_history_bytes",
+                detail::state_tensor<int64_t>(history_bytes_, torch::kLong));
+  archive.write("periodic_evaluator_last_epoch",
+                detail::state_tensor<int64_t>(last_epoch_, torch::kLong));
+  archive.write("periodic_evaluator_last_batch",
+                detail::state_tensor<int64_t>(last_batch_, torch::kLong));
+  archive.write("periodic_evaluator_stopped",
+                detail::state_tensor<int64_t>(stopped_ ? 1 : 0, torch::kLong));
+}
+
+inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
+  auto read = [&](const std::string& key) {
+    torch::Tensor t;
+    if (!archive.try_read("periodic_evaluator_" + key, t)) {
+      throw std::invalid_argument("finetune: PeriodicEvaluator::load: key 'periodic_evaluator_" +
+                                  key + "' missing from the archive");
+    }
+    return t;
+  };
+  const int64_t mode = read("mode").item<int64_t>();
+  if (mode != (options_.mode() == MetricMode::min ? 0 : 1)) {
+    throw std::invalid_argument(
+        "finetune: PeriodicEvaluator::load: the state was saved with mode " +
+        std::string(mode == 0 ? "min" : "max") + ", this evaluator has the other mode");
+  }
+  const double best = read("best").item<double>();
+  const double best_averaged = read("best_averaged").item<double>();
+  const int64_t bad = read("bad_evaluations").item<int64_t>();
+  const int64_t global_step = read("global_step").item<int64_t>();
+  const int64_t evaluations = read("num_evaluations").item<int64_t>();
+  const int64_t rows = read("history_rows").item<int64_t>();
+  const int64_t bytes = read("history_bytes").item<int64_t>();
+  const int64_t last_epoch = read("last_epoch").item<int64_t>();
+  const int64_t last_batch = read("last_batch").item<int64_t>();
+  const bool stopped = read("stopped").item<int64_t>() != 0;
+
+  const std::string path = history_path();
+  if (!path.empty()) {
+    std::error_code ec;
+    const bool exists = std::filesystem::exists(path, ec);
+    const int64_t size = exists ? static_cast<int64_t>(std::filesystem::file_size(path, ec)) : 0;
+    if (ec || size < bytes) {
+      throw std::invalid_argument("finetune: PeriodicEvaluator::load: history '" + path +
+                                  "' has " + std::to_string(size) + " bytes, the state expects " +
+                                  std::to_string(bytes));
+    }
+    close_history();
+    // Rows written after the state was saved belong to the interrupted run.
+    if (exists && size > bytes) std::filesystem::resize_file(path, static_cast<uintmax_t>(bytes));
+  }
+  best_ = best;
+  best_averaged_ = best_averaged;
+  bad_evaluations_ = bad;
+  global_step_ = global_step;
+  num_evaluations_ = evaluations;
+  history_rows_ = rows;
+  history_bytes_ = bytes;
+  last_epoch_ = last_epoch;
+  last_batch_ = last_batch;
+  stopped_ = stopped;
+  evaluated_last_step_ = false;
+  history_resumed_ = true;
+}
+
+}  // namespace finetune

@@ -1,0 +1,505 @@
+// PeriodicEvaluator: schedule, best tracking, early stopping and log lines
+// against the article notebook's loop (tests/reference/ref_periodic_evaluator.py),
+// checkpoints, history, averaged weights, atomic writes, options.
+// Crash and resume in other processes: test_periodic_evaluator_crash.cpp.
+#include <finetune/periodic_evaluator.hpp>
+
+#include <torch/torch.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "catch.hpp"
+#include "golden.hpp"
+
+// String matcher spelled differently by Catch2 v2 and v3.
+#if FINETUNE_CATCH2_V3
+#define EVAL_CONTAINS(text) Catch::Matchers::ContainsSubstring(text)
+#else
+#define EVAL_CONTAINS(text) Catch::Matchers::Contains(text)
+#endif
+
+namespace fs = std::filesystem;
+using finetune::HistoryFormat;
+using finetune::MetricMode;
+using finetune::PeriodicEvaluator;
+using finetune::PeriodicEvaluatorOptions;
+
+namespace {
+
+// A fresh folder under the system temp dir, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "finetune_evaluator_XXXXXX").string();
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (::mkdtemp(buffer.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = buffer.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(s);
+  while (std::getline(in, part, sep)) parts.push_back(part);
+  return parts;
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  return names;
+}
+
+const auto kIgnoreLog = [](const std::string&) {};
+
+// finetune_test::load_golden_json's `std::string(kGoldenDir) + "/" + name`
+// trips GCC 12's -Warray-bounds false positive at -O3 with -std=gnu++20 (the
+// LibTorch 2.x build); this spelling does not.
+nlohmann::json load_golden(const char* name) {
+  std::string path = finetune_test::kGoldenDir;
+  path += '/';
+  path += name;
+  std::ifstream in(path);
+  if (!in) {
+    path.insert(0, "missing golden file ");
+    path += " (regenerate with `make goldens`)";
+    throw std::runtime_error(path);
+  }
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace
+
+TEST_CASE("schedule, best, early stopping and printed lines equal the notebook's loop",
+          "[periodic_evaluator]") {
+  const auto golden = load_golden("periodic_evaluator_schedule.json");
+  REQUIRE(golden["cases"].size() >= 10);
+  for (const auto& c : golden["cases"]) {
+    const std::string name = c["name"];
+    INFO("case " << name);
+    TempDir dir;
+    const bool min = c["mode"] == "min";
+    const auto metrics = c["metrics"].get<std::vector<double>>();
+    const int64_t epochs = c["epochs"];
+    const int64_t batches = c["batches"];
+    std::vector<std::string> lines;
+    int saves = 0;
+    PeriodicEvaluator evaluator(
+        PeriodicEvaluatorOptions(dir.path)
+            .eval_every(c["eval_every"].get<int64_t>())
+            .eval_every_from_epoch(c["from_epoch"].get<int64_t>())
+            .patience(c["patience"].get<int64_t>())
+            .mode(min ? MetricMode::min : MetricMode::max)
+            .log_prefix("FOLD: 0, "),
+        [&](const std::string& path) { std::ofstream(path) << ++saves; },
+        [&](const std::string& line) { lines.push_back(line); });
+
+    nlohmann::json evaluations = nlohmann::json::array();
+    size_t next = 0;
+    bool stopped = false;
+    // The notebook's loop: stop both loops when the evaluator says so.
+    for (int64_t epoch = 0; epoch < epochs && !stopped; ++epoch) {
+      for (int64_t i = 0; i < batches; ++i) {
+        const bool stop = evaluator.step(epoch, i, batches, [&] {
+          REQUIRE(next < metrics.size());
+          return metrics[next++];
+        });
+        if (evaluator.evaluated_last_step()) {
+          const auto& r = evaluator.last_evaluation();
+          CHECK(r.epoch == epoch);
+          CHECK(r.batch == i);
+          evaluations.push_back({{"epoch", epoch}, {"batch", i}, {"saved", r.improved}});
+        }
+        if (stop) {
+          stopped = true;
+          break;
+        }
+      }
+    }
+    CHECK(next == metrics.size());
+    CHECK(evaluations == c["evaluations"]);
+    CHECK(stopped == c["stopped"].get<bool>());
+    CHECK(evaluator.should_stop() == c["stopped"].get<bool>());
+    CHECK(evaluator.best() == c["best"].get<double>());
+    CHECK(evaluator.evaluations_without_improvement() ==
+          c["evaluations_without_improvement"].get<int64_t>());
+    CHECK(evaluator.num_evaluations() == static_cast<int64_t>(metrics.size()));
+    if (min) CHECK(lines == c["lines"].get<std::vector<std::string>>());
+
+    // The checkpoint on disk is the last improvement's; the history has one
+    // row per evaluation with the same decisions.
+    int improvements = 0;
+    for (const auto& e : c["evaluations"]) improvements += e["saved"].get<bool>() ? 1 : 0;
+    CHECK(saves == improvements);
+    CHECK(read_text(evaluator.best_checkpoint_path()) == std::to_string(improvements));
+    const auto history = read_lines(evaluator.history_path());
+    REQUIRE(history.size() == metrics.size() + 1);
+    CHECK(history[0] == "epoch,batch,step,weights,metric,best,improved");
+    for (size_t k = 0; k < metrics.size(); ++k) {
+      const auto fields = split(history[k + 1], ',');
+      REQUIRE(fields.size() == 7);
+      CHECK(std::stoll(fields[0]) == c["evaluations"][k]["epoch"].get<int64_t>());
+      CHECK(std::stoll(fields[1]) == c["evaluations"][k]["batch"].get<int64_t>());
+      CHECK(std::stoll(fields[2]) == c["evaluations"][k]["epoch"].get<int64_t>() * batches +
+                                         c["evaluations"][k]["batch"].get<int64_t>() + 1);
+      CHECK(fields[3] == "raw");
+      CHECK(std::stod(fields[4]) == metrics[k]);
+      CHECK(fields[6] == (c["evaluations"][k]["saved"].get<bool>() ? "1" : "0"));
+    }
+  }
+}
+
+TEST_CASE("is_due follows the notebook's condition", "[periodic_evaluator]") {
+  TempDir dir;
+  PeriodicEvaluator evaluator(PeriodicEvaluatorOptions(dir.path), nullptr, kIgnoreLog);
+  // Defaults are the article's: every 10 batches from epoch 2, patience 50.
+  CHECK(evaluator.options().eval_every() == 10);
+  CHECK(evaluator.options().eval_every_from_epoch() == 2);
+  CHECK(evaluator.options().patience() == 50);
+  CHECK(evaluator.options().mode() == MetricMode::min);
+  CHECK_FALSE(evaluator.is_due(1, 0, 142));
+  CHECK(evaluator.is_due(1, 141, 142));
+  CHECK(evaluator.is_due(2, 0, 142));
+  CHECK(evaluator.is_due(2, 130, 142));
+  CHECK_FALSE(evaluator.is_due(2, 131, 142));
+  CHECK(evaluator.is_due(2, 141, 142));
+  REQUIRE_THROWS_AS(evaluator.is_due(2, 142, 142), std::invalid_argument);
+  REQUIRE_THROWS_WITH(evaluator.step(0, 5, 5, [] { return 0.0; }),
+                      EVAL_CONTAINS("batch 5, batches_in_epoch 5"));
+  REQUIRE_THROWS_AS(evaluator.step(-1, 0, 5, [] { return 0.0; }), std::invalid_argument);
+  REQUIRE_THROWS_AS(evaluator.step(0, 0, 0, [] { return 0.0; }), std::invalid_argument);
+  REQUIRE_THROWS_AS(evaluator.step(0, 4, 5, PeriodicEvaluator::EvaluateFn()),
+                    std::invalid_argument);
+}
+
+TEST_CASE("options are validated and bad folders are reported at construction",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  auto make = [&](const PeriodicEvaluatorOptions& o) { PeriodicEvaluator e(o, nullptr, kIgnoreLog); };
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).eval_every(0)),
+                      EVAL_CONTAINS("eval_every must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).patience(-1)),
+                      EVAL_CONTAINS("patience must be >= 0, got -1"));
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).eval_every_from_epoch(-2)),
+                      EVAL_CONTAINS("eval_every_from_epoch must be >= 0, got -2"));
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).checkpoint_name("a/b.pt")),
+                      EVAL_CONTAINS("checkpoint_name"));
+  REQUIRE_THROWS_WITH(
+      make(PeriodicEvaluatorOptions(dir.path).averaged_checkpoint_name("best.pt")),
+      EVAL_CONTAINS("both 'best.pt'"));
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions("")), EVAL_CONTAINS("checkpoint_dir"));
+
+  const std::string missing = dir.file("no_such_folder");
+  REQUIRE_THROWS_AS(make(PeriodicEvaluatorOptions(missing)), std::invalid_argument);
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(missing)),
+                      EVAL_CONTAINS("'" + missing + "' does not exist"));
+  const std::string file = dir.file("plain_file");
+  std::ofstream(file) << "x";
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(file)),
+                      EVAL_CONTAINS("'" + file + "' is not a folder"));
+
+  // Unwritable: a read-only folder; root ignores permissions, then /sys.
+  const std::string locked = dir.file("locked");
+  fs::create_directory(locked);
+  fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec);
+  const bool root_writes = ::access(locked.c_str(), W_OK) == 0;
+  const std::string unwritable = root_writes ? std::string("/sys") : locked;
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(unwritable)),
+                      EVAL_CONTAINS("'" + unwritable + "' is not writable"));
+  // Nothing left behind by the probe.
+  make(PeriodicEvaluatorOptions(dir.path));
+  CHECK(files_in(dir.path).size() == 2);  // plain_file, locked
+}
+
+TEST_CASE("best tracking: strict improvement, NaN never improves, both directions",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto run = [&](MetricMode mode, const std::vector<double>& values) {
+    PeriodicEvaluator evaluator(
+        PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0).patience(100).mode(mode),
+        nullptr, kIgnoreLog);
+    std::vector<bool> improved;
+    for (size_t i = 0; i < values.size(); ++i) {
+      evaluator.step(0, static_cast<int64_t>(i), static_cast<int64_t>(values.size()),
+                     [&] { return values[i]; });
+      improved.push_back(evaluator.last_evaluation().improved);
+    }
+    return std::make_pair(improved, evaluator.best());
+  };
+  auto min_run = run(MetricMode::min, {nan, 0.7, 0.7, 0.6, nan, 0.65, 0.59});
+  CHECK(min_run.first == std::vector<bool>{false, true, false, true, false, false, true});
+  CHECK(min_run.second == 0.59);
+  auto max_run = run(MetricMode::max, {0.1, 0.1, nan, 0.3, 0.2, 0.30000001});
+  CHECK(max_run.first == std::vector<bool>{true, false, false, true, false, true});
+  CHECK(max_run.second == 0.30000001);
+  // Before any improvement best() is the worst value of the mode.
+  PeriodicEvaluator fresh(PeriodicEvaluatorOptions(dir.path).mode(MetricMode::max), nullptr,
+                          kIgnoreLog);
+  CHECK(fresh.best() == -std::numeric_limits<double>::infinity());
+}
+
+TEST_CASE("after early stopping step() keeps returning true and evaluates nothing",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  std::vector<std::string> lines;
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0).patience(2),
+      nullptr, [&](const std::string& l) { lines.push_back(l); });
+  int calls = 0;
+  auto flat = [&] { ++calls; return 1.0; };
+  CHECK_FALSE(evaluator.step(0, 0, 10, flat));  // improves (first value)
+  CHECK_FALSE(evaluator.step(0, 1, 10, flat));  // 1 without improvement
+  CHECK_FALSE(evaluator.step(0, 2, 10, flat));  // 2 = patience, not more
+  CHECK(evaluator.step(0, 3, 10, flat));        // 3 > patience: stop
+  CHECK(lines.back() == "Early stopping triggered!");
+  CHECK(evaluator.step(0, 4, 10, flat));
+  CHECK(evaluator.step(1, 0, 10, flat));
+  CHECK(calls == 4);
+  CHECK(evaluator.should_stop());
+  CHECK(evaluator.global_step() == 4);
+  CHECK_FALSE(evaluator.evaluated_last_step());
+}
+
+TEST_CASE("checkpoints of a module load back with torch::load and hold the best weights",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  torch::manual_seed(0);
+  torch::nn::Linear model(4, 3);
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0), *model, kIgnoreLog);
+  const std::vector<double> metric = {0.9, 0.8, 0.85, 0.7, 0.75};
+  std::vector<torch::Tensor> weights;
+  for (int64_t i = 0; i < 5; ++i) {
+    {
+      torch::NoGradGuard no_grad;
+      model->weight.add_(0.5);
+    }
+    weights.push_back(model->weight.clone());
+    evaluator.step(0, i, 5, [&] { return metric[static_cast<size_t>(i)]; });
+  }
+  torch::nn::Linear loaded(4, 3);
+  torch::load(loaded, evaluator.best_checkpoint_path());
+  CHECK(torch::equal(loaded->weight, weights[3]));  // 0.7 at batch 3 is the best
+  CHECK_FALSE(torch::equal(loaded->weight, model->weight));
+  // No temporary file is left behind.
+  for (const auto& name : files_in(dir.path)) CHECK(name.find(".tmp.") == std::string::npos);
+}
+
+TEST_CASE("averaged weights are evaluated and saved on their own best", "[periodic_evaluator]") {
+  TempDir dir;
+  std::vector<std::string> lines;
+  PeriodicEvaluator evaluator(PeriodicEvaluatorOptions(dir.path)
+                                  .eval_every(2)
+                                  .eval_every_from_epoch(0)
+                                  .patience(1)
+                                  .history_format(HistoryFormat::jsonl),
+                              [](const std::string& p) { torch::save(torch::full({2}, 1.0), p); },
+                              [&](const std::string& l) { lines.push_back(l); });
+  const std::vector<double> raw = {0.8, 0.9, 0.95, 0.97};
+  const std::vector<double> averaged = {0.85, 0.6, 0.7, 0.5};
+  size_t r = 0, a = 0;
+  auto save_averaged = [&](const std::string& p) {
+    torch::save(torch::full({2}, static_cast<double>(a)), p);  // a: evaluations so far
+  };
+  bool stopped = false;
+  for (int64_t i = 0; i < 8 && !stopped; ++i) {
+    stopped = evaluator.step(0, i, 8, [&] { return raw[r++]; }, [&] { return averaged[a++]; },
+                             save_averaged);
+  }
+  // Raw: improves once, then 0.9, 0.95 make 2 > patience 1: stop at batch 4,
+  // averaged improvements (0.6 at batch 2) do not reset the raw count.
+  CHECK(stopped);
+  CHECK(r == 3);
+  CHECK(a == 3);
+  CHECK(evaluator.best() == 0.8);
+  CHECK(evaluator.best_averaged() == 0.6);
+  torch::Tensor swa;
+  torch::load(swa, evaluator.best_averaged_checkpoint_path());
+  CHECK(torch::equal(swa, torch::full({2}, 2.0)));  // saved during the 2nd averaged evaluation
+  CHECK(lines[1] == "Epoch: 0, Batch 0, RMSE (averaged) = 0.85, checkpoint saved.");
+  CHECK(lines[3] == "Epoch: 0, Batch 2, RMSE (averaged) = 0.6, checkpoint saved.");
+  CHECK(lines[5] == "Epoch: 0, Batch 4, RMSE (averaged) = 0.7");
+
+  const auto history = read_lines(evaluator.history_path());
+  REQUIRE(history.size() == 6);
+  const auto row = nlohmann::json::parse(history[3]);
+  CHECK(row["epoch"] == 0);
+  CHECK(row["batch"] == 2);
+  CHECK(row["step"] == 3);
+  CHECK(row["weights"] == "averaged");
+  CHECK(row["metric"].get<double>() == 0.6);
+  CHECK(row["best"].get<double>() == 0.6);
+  CHECK(row["improved"] == true);
+  const auto raw_row = nlohmann::json::parse(history[4]);
+  CHECK(raw_row["weights"] == "raw");
+  CHECK(raw_row["best"].get<double>() == 0.8);
+  CHECK(raw_row["improved"] == false);
+}
+
+TEST_CASE("a failing save leaves the best and the old checkpoint unchanged",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  bool fail = false;
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0),
+      [&](const std::string& p) {
+        std::ofstream(p) << "partial";
+        if (fail) throw std::runtime_error("disk full");
+        std::ofstream(p) << "good";
+      },
+      kIgnoreLog);
+  evaluator.step(0, 0, 3, [] { return 0.5; });
+  fail = true;
+  REQUIRE_THROWS_WITH(evaluator.step(0, 1, 3, [] { return 0.4; }), "disk full");
+  CHECK(evaluator.best() == 0.5);
+  CHECK(read_text(evaluator.best_checkpoint_path()) == "good");
+  CHECK(files_in(dir.path).size() == 2);  // best.pt and history.csv: no temporary left
+}
+
+TEST_CASE("atomic_write_file replaces whole files or nothing", "[periodic_evaluator]") {
+  TempDir dir;
+  const std::string path = dir.file("f.bin");
+  finetune::atomic_write_file(path, [](const std::string& p) { std::ofstream(p) << "one"; });
+  CHECK(read_text(path) == "one");
+  finetune::atomic_write_file(path, [](const std::string& p) { std::ofstream(p) << "two"; });
+  CHECK(read_text(path) == "two");
+  REQUIRE_THROWS_AS(finetune::atomic_write_file(path,
+                                                [](const std::string& p) {
+                                                  std::ofstream(p) << "torn";
+                                                  throw std::runtime_error("boom");
+                                                }),
+                    std::runtime_error);
+  CHECK(read_text(path) == "two");
+  // A writer that writes nothing is an error, not an empty file.
+  REQUIRE_THROWS_WITH(finetune::atomic_write_file(path, [](const std::string&) {}),
+                      EVAL_CONTAINS("f.bin.tmp."));
+  CHECK(read_text(path) == "two");
+  CHECK(files_in(dir.path) == std::vector<std::string>{"f.bin"});
+  REQUIRE_THROWS_AS(finetune::atomic_write_file("", [](const std::string&) {}),
+                    std::invalid_argument);
+  REQUIRE_THROWS_AS(finetune::atomic_write_file(path, nullptr), std::invalid_argument);
+}
+
+TEST_CASE("log lines print the metric like Python's round(x, 4)", "[periodic_evaluator]") {
+  // Expected strings are what Python 3.11 prints for round(x, 4).
+  CHECK(finetune::format_metric_like_python_round4(0.60101) == "0.601");
+  CHECK(finetune::format_metric_like_python_round4(0.56362) == "0.5636");
+  CHECK(finetune::format_metric_like_python_round4(0.59998) == "0.6");
+  CHECK(finetune::format_metric_like_python_round4(2.0) == "2.0");
+  CHECK(finetune::format_metric_like_python_round4(-0.00001) == "-0.0");
+  CHECK(finetune::format_metric_like_python_round4(std::nan("")) == "nan");
+  // Exact binary ties round half to even, as Python does: 0.0312, 0.0938.
+  CHECK(finetune::format_metric_like_python_round4(0.03125) == "0.0312");
+  CHECK(finetune::format_metric_like_python_round4(0.09375) == "0.0938");
+}
+
+TEST_CASE("state save/load: a fresh evaluator continues exactly like an uninterrupted one",
+          "[periodic_evaluator]") {
+  const int64_t batches = 9;
+  const int64_t total = 6 * batches;
+  auto metric = [](int64_t s) { return 0.5 + 0.3 * std::exp(-s / 12.0) + 0.05 * std::sin(1.9 * s); };
+  int64_t current = 0;
+  auto options = [](const std::string& d) {
+    return PeriodicEvaluatorOptions(d).eval_every(3).eval_every_from_epoch(1).patience(4);
+  };
+  auto saver = [&](const std::string& p) {
+    torch::save(torch::full({3}, static_cast<double>(current), torch::kDouble), p);
+  };
+  auto run = [&](PeriodicEvaluator& e, int64_t first, int64_t last) {
+    for (int64_t s = first; s <= last; ++s) {
+      current = s;
+      if (e.step((s - 1) / batches, (s - 1) % batches, batches, [&] { return metric(s); })) return;
+    }
+  };
+  TempDir whole;
+  PeriodicEvaluator uninterrupted(options(whole.path), saver, kIgnoreLog);
+  run(uninterrupted, 1, total);
+  const std::string whole_history = read_text(uninterrupted.history_path());
+  torch::Tensor whole_best;
+  torch::load(whole_best, uninterrupted.best_checkpoint_path());
+  REQUIRE(uninterrupted.should_stop());  // the scenario reaches early stopping, at step 34
+  REQUIRE(uninterrupted.global_step() == 34);
+
+  for (int64_t k : {0, 1, 9, 10, 22, 30, 34, 40}) {
+    INFO("state saved after step " << k);
+    TempDir dir;
+    const std::string state = dir.file("state.pt");
+    {
+      PeriodicEvaluator first(options(dir.path), saver, kIgnoreLog);
+      run(first, 1, k);
+      finetune::atomic_write_file(state, [&](const std::string& p) { torch::save(first, p); });
+      run(first, k + 1, k + 8);  // then "crashes": these rows must not stay
+    }
+    PeriodicEvaluator resumed(options(dir.path), saver, kIgnoreLog);
+    torch::load(resumed, state);
+    CHECK(resumed.global_step() == std::min<int64_t>(k, 34));  // no steps after the stop
+    run(resumed, resumed.global_step() + 1, total);
+    CHECK(read_text(resumed.history_path()) == whole_history);
+    CHECK(resumed.best() == uninterrupted.best());
+    CHECK(resumed.global_step() == uninterrupted.global_step());
+    CHECK(resumed.num_evaluations() == uninterrupted.num_evaluations());
+    CHECK(resumed.should_stop() == uninterrupted.should_stop());
+    CHECK(resumed.evaluations_without_improvement() ==
+          uninterrupted.evaluations_without_improvement());
+    torch::Tensor best;
+    torch::load(best, resumed.best_checkpoint_path());
+    CHECK(torch::equal(best, whole_best));
+  }
+
+  SECTION("load rejects a wrong mode, a missing key and a cut history") {
+    TempDir dir;
+    const std::string state = dir.file("state.pt");
+    PeriodicEvaluator a(options(dir.path), saver, kIgnoreLog);
+    run(a, 1, 20);
+    torch::save(a, state);
+    PeriodicEvaluator max_mode(options(dir.path).mode(MetricMode::max), saver, kIgnoreLog);
+    REQUIRE_THROWS_WITH(torch::load(max_mode, state), EVAL_CONTAINS("mode min"));
+    fs::resize_file(a.history_path(), 10);
+    PeriodicEvaluator b(options(dir.path), saver, kIgnoreLog);
+    REQUIRE_THROWS_WITH(torch::load(b, state), EVAL_CONTAINS("has 10 bytes"));
+    torch::serialize::OutputArchive empty;
+    empty.write("other", torch::zeros({1}));
+    empty.save_to(dir.file("empty.pt"));
+    REQUIRE_THROWS_WITH(torch::load(b, dir.file("empty.pt")),
+                        EVAL_CONTAINS("'periodic_evaluator_mode' missing"));
+  }
+}
