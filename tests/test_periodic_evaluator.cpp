@@ -90,27 +90,11 @@ std::vector<std::string> files_in(const std::string& dir) {
 
 const auto kIgnoreLog = [](const std::string&) {};
 
-// finetune_test::load_golden_json's `std::string(kGoldenDir) + "/" + name`
-// trips GCC 12's -Warray-bounds false positive at -O3 with -std=gnu++20 (the
-// LibTorch 2.x build); this spelling does not.
-nlohmann::json load_golden(const char* name) {
-  std::string path = finetune_test::kGoldenDir;
-  path += '/';
-  path += name;
-  std::ifstream in(path);
-  if (!in) {
-    path.insert(0, "missing golden file ");
-    path += " (regenerate with `make goldens`)";
-    throw std::runtime_error(path);
-  }
-  return nlohmann::json::parse(in);
-}
-
 }  // namespace
 
 TEST_CASE("schedule, best, early stopping and printed lines equal the notebook's loop",
           "[periodic_evaluator]") {
-  const auto golden = load_golden("periodic_evaluator_schedule.json");
+  const auto golden = finetune_test::load_golden_json("periodic_evaluator_schedule.json");
   REQUIRE(golden["cases"].size() >= 10);
   for (const auto& c : golden["cases"]) {
     const std::string name = c["name"];

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cmd_demo.hpp"
+#include "cmd_tokenize.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"roberta_regression: fine-tune RoBERTa for regression with finetune"};
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&threads] { torch::set_num_threads(threads); });
 
   roberta_regression::add_demo_command(app);
+  roberta_regression::add_tokenize_command(app);
 
   try {
     app.parse(argc, argv);

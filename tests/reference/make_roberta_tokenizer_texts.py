@@ -10,7 +10,8 @@ from the State of the Union addresses (public domain). Deterministic: same
 corpus in, byte-identical file out.
 
 Each entry is {"text": str} or, for input that is not valid UTF-8,
-{"bytes_hex": str} (JSON strings cannot carry such bytes).
+{"bytes_hex": str} (JSON strings cannot carry such bytes); "unicode_16": true
+marks text with characters assigned in Unicode 15-16.
 """
 import argparse
 import json
@@ -48,7 +49,8 @@ EDGE_CASES = [
     # Unicode whitespace and invisible characters
     "a\u00a0b", "a\u3000b", "a\u2028b", "a\u2029b", "a\u0085b", "a\u1680b", "a\u2000b\u200ac",
     "a\u2009thin\u202fnarrow\u205fmath", "a\u180eb", "a\u200bb", "a\ufeffb", "a\u200d\u200cb",
-    "a\x0bb\x0cc", "a\x1cb\x1dc\x1ed\x1fe", "\u00a0\u00a0x", "x \u00a0 y", "x\u3000\u3000 y",
+    "a\x0bb\x0cc", "a \u180e b", "x\u180e\u180e y", "!\u180e!", "wait\u180e...", "\x1c\x1c word", " \x1c x", "a \u0085 b",
+    "a\x1cb\x1dc\x1ed\x1fe", "\u00a0\u00a0x", "x \u00a0 y", "x\u3000\u3000 y",
     "trailing nbsp\u00a0", "\u2028", "\u00a0",
     # control characters
     "\x00 null", "del\x7f", "bell\x07", "esc\x1b[0m",
@@ -57,11 +59,19 @@ EDGE_CASES = [
     "<mask>", "<mas k>", "< s >", "<s", "</s> </s>", "  <mask>  ",
     # private use, noncharacter-adjacent, astral
     "\ue000 private", "\U0010fffd", "\U0001f9d1\u200d\U0001f52c",
-    # characters new in Unicode 15 (after PCRE2 10.42's Unicode 14 tables)
-    "\U0001e030 modifier", "\U00031350 ext-h",
     # very long words
     "a" * 3000, "supercalifragilisticexpialidocious" * 20, "x" * 1000 + " y", "9" * 500,
     "!" * 700, " " * 600 + "end", "\n" * 300, "Ha" * 400 + "!",
+]
+
+# Letters and digits assigned in Unicode 15.0-16.0, next to letters/digits so
+# that their class matters. `tokenizers` (Oniguruma) knows Unicode 16; PCRE2
+# knows the Unicode of its release (14 in 10.42, 16 from 10.45), so the C++
+# test checks these only with PCRE2 >= 10.45.
+NEWER_UNICODE = [
+    "\U000315b6\u6695", "the \U000315b6\u6695 ext-h", "\u4e00\U00031350\u4e00 ext-h",
+    "x\U0001e030y cyrillic ext-d", "\u4e00\U0002ebf0\u4e00 ext-i", "a\U00010d50b garay",
+    "a\U00016d43b kirat", "1\U00010d40 garay digit",
 ]
 
 INVALID_UTF8 = [
@@ -92,6 +102,7 @@ def main() -> None:
         passages.append(address["text"][start:start + 1500])
 
     entries = [{"text": t} for t in EDGE_CASES]
+    entries += [{"text": t, "unicode_16": True} for t in NEWER_UNICODE]
     entries += [{"bytes_hex": b.hex()} for b in INVALID_UTF8]
     entries += [{"text": t} for t in sample + passages]
     with open(args.out, "w", encoding="utf-8", newline="\n") as f:

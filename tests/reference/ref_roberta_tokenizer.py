@@ -8,8 +8,9 @@ Face's RobertaTokenizerFast (transformers; Rust `tokenizers` underneath) loaded
 from the committed examples/roberta_regression/assets/roberta-bpe/ vocab.json
 and merges.txt, no hub download. Writes DIR/roberta_tokenizer_cases.json: per
 text the un-truncated ids, ids/attention mask truncated and padded to
-max_length 32, the ids with add_prefix_space=True, and the tokenizers decode
-of the ids.
+max_length 32, the ids with add_prefix_space=True, and the `tokenizers` decode
+of the ids where it is not `<s>` + text + `</s>`. For bytes that are not
+UTF-8 the text is Python's errors="replace" decoding ("replaced_text").
 
 Also cross-checks, failing on any difference, a `tokenizers.Tokenizer` put
 together by hand (BPE + ByteLevel + RobertaProcessing + special tokens). And it
@@ -119,11 +120,15 @@ def main() -> None:
         if manual.encode(text).ids != full:
             raise SystemExit(f"transformers and tokenizers disagree on {text!r}")
         case = dict(entry)
+        if "bytes_hex" in entry:
+            case["replaced_text"] = text
         case["ids"] = full
         case[f"ids_{MAX_LENGTH}"] = fixed["input_ids"]
         case[f"mask_{MAX_LENGTH}"] = fixed["attention_mask"]
         case["prefix_space_ids"] = fast_prefix(text)["input_ids"]
-        case["decoded"] = fast.backend_tokenizer.decode(full, skip_special_tokens=False)
+        decoded = fast.backend_tokenizer.decode(full, skip_special_tokens=False)
+        if decoded != "<s>" + text + "</s>":  # kept small: stored only where it differs
+            case["decoded"] = decoded
         slow_ids = slow.encode(text)
         if slow_ids != full:
             case["slow_ids"] = slow_ids
