@@ -6,7 +6,10 @@
 // nothing else from finetune; copy it along with any single header you take.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <torch/version.h>
+
+#include <cstddef>
 
 /// True when the LibTorch being compiled against is at least major.minor.
 #define FINETUNE_TORCH_AT_LEAST(major, minor) \
@@ -18,6 +21,22 @@ namespace compat {
 
 /// "major.minor.patch" of the LibTorch headers in use.
 inline const char* torch_version() { return TORCH_VERSION; }
+
+/// self[i] += weight * (end[i] - self[i]) for every i, in place (at::lerp).
+/// at::_foreach_lerp_ (one fused multi-tensor kernel) arrived in PyTorch 2.0;
+/// on 1.13 this falls back on one Tensor::lerp_ per tensor, the same formula
+/// element by element. Used by swa.hpp.
+inline void foreach_lerp_(at::TensorList self, at::TensorList end, double weight) {
+#if FINETUNE_TORCH_AT_LEAST(2, 0)
+  at::_foreach_lerp_(self, end, weight);
+#else
+  for (std::size_t i = 0; i < self.size(); ++i) {
+    // TensorList holds const Tensor&; lerp_ writes the shared TensorImpl.
+    at::Tensor target = self[i];
+    target.lerp_(end[i], weight);
+  }
+#endif
+}
 
 }  // namespace compat
 }  // namespace finetune

@@ -1,0 +1,653 @@
+// finetune: fine-tuning techniques for LibTorch, header-only.
+// SPDX-License-Identifier: MIT
+//
+// Stochastic Weight Averaging (Izmailov et al., "Averaging Weights Leads to
+// Wider Optima and Better Generalization", UAI 2018) and its exponential
+// sibling (EMA), with the semantics of torch.optim.swa_utils:
+//
+//   SWAWrapper  AveragedModel: an averaged copy of a module's parameters (and
+//               buffers), equal weights (SWA) or exponential (EMA); swap_in()
+//               puts the averages into the live module for evaluation/saving
+//               and always restores the training weights.
+//   update_bn   recompute BatchNorm running statistics (cumulative average).
+//   SWALR       anneal every param group's lr to swa_lr, then hold it.
+//
+// The user's loop stays the user's: call swalr.step() and swa.update(*model)
+// after optimizer.step() from the SWA start on (see docs/swa.md).
+#pragma once
+
+#include <finetune/compat.hpp>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+namespace finetune {
+
+// ===========================================================================
+// Declarations
+// ===========================================================================
+
+/// Options of SWAWrapper. Python: torch.optim.swa_utils.AveragedModel kwargs.
+struct SWAOptions {
+  /// nullopt (default): equally weighted running average (SWA),
+  /// avg += (p - avg) / (n_averaged + 1). A value d in [0, 1]: exponential
+  /// moving average, avg = d * avg + (1 - d) * p, as
+  /// get_ema_multi_avg_fn(d). Either way the first update() copies.
+  TORCH_ARG(c10::optional<double>, ema_decay) = c10::nullopt;
+  /// false (default): buffers are not averaged; the averaged copy's buffers
+  /// follow the model's at every update() (run update_bn afterwards for
+  /// BatchNorm). true: buffers are averaged like parameters (integer buffers
+  /// such as num_batches_tracked with PyTorch's truncating arithmetic).
+  TORCH_ARG(bool, use_buffers) = false;
+  /// Where the averages live; nullopt (default): on each tensor's own device.
+  /// swap_in() needs the averages on the module's devices.
+  TORCH_ARG(c10::optional<torch::Device>, device) = c10::nullopt;
+
+ public:
+  SWAOptions() = default;
+};
+
+/// Running average (SWA) or exponential moving average (EMA) of a module's
+/// parameters and buffers: one averager, two weightings (the weight of the
+/// new value is 1/(n+1) or 1-decay), one fused multi-tensor lerp per
+/// (device, dtype) group, no host-device synchronisation per update.
+///
+/// Holds one copy of the module's parameters and buffers (taken at
+/// construction, like AveragedModel's deepcopy) and no reference to the
+/// module: every call takes the module again and checks that it has the same
+/// tensors (names, shapes, dtypes) in the same order.
+class SWAWrapper {
+ public:
+  class SwapGuard;
+
+  /// Copies `module`'s parameters and buffers (shared tensors once).
+  /// Throws std::invalid_argument for an ema_decay outside [0, 1].
+  explicit SWAWrapper(const torch::nn::Module& module, SWAOptions options = {});
+
+  SWAWrapper(const SWAWrapper&) = delete;
+  SWAWrapper& operator=(const SWAWrapper&) = delete;
+  SWAWrapper(SWAWrapper&&) = default;
+  SWAWrapper& operator=(SWAWrapper&&) = default;
+
+  /// AveragedModel.update_parameters(module): the first call copies the
+  /// module's tensors, later calls average them in; without use_buffers the
+  /// buffers are copied every time. Call after optimizer.step().
+  void update(const torch::nn::Module& module);
+
+  /// Puts the averaged parameters and buffers into `module` (zero-copy
+  /// storage swap) until the returned guard is destroyed or restore()d, also
+  /// when an exception unwinds. While swapped in, evaluate, save
+  /// (torch::save) or run update_bn; changes made to the module's tensors
+  /// (update_bn's statistics) stay in the averaged copy. Do not step the
+  /// optimizer, update() or destroy this wrapper while a guard is alive.
+  [[nodiscard]] SwapGuard swap_in(torch::nn::Module& module);
+
+  /// How many states have been averaged (AveragedModel.n_averaged).
+  int64_t n_averaged() const { return n_averaged_; }
+  /// True while a SwapGuard holds the averages in a module.
+  bool swapped_in() const { return swapped_in_; }
+  const SWAOptions& options() const { return options_; }
+  /// The averaged tensors by name (parameters first, then buffers). While
+  /// swapped in, these hold the training weights instead.
+  std::vector<std::pair<std::string, torch::Tensor>> named_averages() const;
+
+  /// Saves n_averaged, the options and the averages.
+  void save(torch::serialize::OutputArchive& archive) const;
+  /// Loads what save() wrote into this wrapper's tensors (keeping their
+  /// devices). Throws std::invalid_argument when the options or the tensors
+  /// (names, shapes, dtypes) differ.
+  void load(torch::serialize::InputArchive& archive);
+
+ private:
+  struct Group {
+    std::vector<size_t> index;
+    bool floating;  // lerp; integer tensors use PyTorch's truncating formula
+  };
+  struct Collected {
+    std::vector<std::string> names;
+    std::vector<torch::Tensor> tensors;
+    size_t num_parameters = 0;
+  };
+  static Collected collect(const torch::nn::Module& module);
+  Collected checked(const torch::nn::Module& module, const char* caller,
+                    bool same_device) const;
+
+  SWAOptions options_;
+  std::vector<std::string> names_;
+  std::vector<torch::Tensor> averages_;
+  std::vector<bool> averaged_;  // false: a buffer copied, not averaged
+  std::vector<Group> groups_;
+  int64_t n_averaged_ = 0;
+  bool swapped_in_ = false;
+};
+
+/// Restores the training weights into the module when destroyed (RAII).
+/// Move-only; a moved-from guard does nothing.
+class SWAWrapper::SwapGuard {
+ public:
+  SwapGuard(SwapGuard&& other) noexcept;
+  SwapGuard& operator=(SwapGuard&&) = delete;
+  SwapGuard(const SwapGuard&) = delete;
+  SwapGuard& operator=(const SwapGuard&) = delete;
+  ~SwapGuard() { restore(); }
+  /// Puts the training weights back now; later calls do nothing.
+  void restore() noexcept;
+
+ private:
+  friend class SWAWrapper;
+  SwapGuard(SWAWrapper* owner, std::vector<torch::Tensor> live)
+      : owner_(owner), live_(std::move(live)) {}
+  SWAWrapper* owner_;
+  std::vector<torch::Tensor> live_;  // the module's own tensors
+};
+
+/// torch.optim.swa_utils.update_bn: resets the running statistics of every
+/// BatchNorm{1,2,3}d in `module`, sets their momentum to nullopt (cumulative
+/// average over the batches), puts `module` in training mode and calls
+/// `run_batches` (which feeds the data through the module); then restores the
+/// momenta and the training mode (also on an exception). No BatchNorm: no-op,
+/// `run_batches` is not called. Typically inside swa.swap_in(module).
+void update_bn(torch::nn::Module& module, const std::function<void()>& run_batches);
+
+/// update_bn over a range: calls forward(batch) for each batch in `batches`.
+template <typename Batches, typename Forward>
+void update_bn(torch::nn::Module& module, const Batches& batches, Forward&& forward);
+
+/// Annealing shape of SWALR. Python: anneal_strategy="cos" | "linear".
+enum class AnnealStrategy { cos, linear };
+
+/// Options of SWALR. Python: torch.optim.swa_utils.SWALR kwargs.
+struct SWALROptions {
+  /// One swa_lr for all param groups.
+  /* implicit */ SWALROptions(double swa_lr) : swa_lr_{swa_lr} {}
+  /// One swa_lr per param group (or a single value for all).
+  /* implicit */ SWALROptions(std::vector<double> swa_lr) : swa_lr_(std::move(swa_lr)) {}
+  /// The learning rate(s) to anneal to and hold; required.
+  TORCH_ARG(std::vector<double>, swa_lr);
+  /// Number of step() calls the annealing takes (Python counts "epochs";
+  /// the article steps once per batch). 0: swa_lr at once. Default 10.
+  TORCH_ARG(int64_t, anneal_epochs) = 10;
+  /// cos (default): alpha = (1 - cos(pi t)) / 2; linear: alpha = t.
+  TORCH_ARG(AnnealStrategy, anneal_strategy) = AnnealStrategy::cos;
+};
+
+/// torch.optim.swa_utils.SWALR on a non-owning torch::optim::Optimizer&
+/// (through OptimizerOptions::get_lr/set_lr, so any optimizer and any param
+/// groups). Construction performs PyTorch's initial step (it leaves the lrs
+/// unchanged unless anneal_epochs is 0). Each later step() moves each
+/// group's lr from its current value towards swa_lr by PyTorch's ratio
+/// formula, with PyTorch's float arithmetic in PyTorch's order, so the lrs
+/// equal Python's. Build it together with your other schedule (as the article
+/// does) and call step() instead of that schedule's from the SWA start on.
+class SWALR {
+ public:
+  /// Throws std::invalid_argument for a negative anneal_epochs, a non-finite
+  /// or negative swa_lr, or a swa_lr list whose length is neither 1 nor the
+  /// number of param groups.
+  SWALR(torch::optim::Optimizer& optimizer, SWALROptions options);
+
+  /// Sets the next lr of every param group. Call after optimizer.step().
+  void step();
+  /// The lrs set by the last step (or by construction).
+  const std::vector<double>& get_last_lr() const { return last_lr_; }
+  /// Python's _step_count: 1 after construction, +1 per step().
+  int64_t step_count() const { return step_count_; }
+  const SWALROptions& options() const { return options_; }
+
+  /// Saves the step count and the options (the lrs live in the optimizer:
+  /// save it too). Construct the SWALR before loading the optimizer.
+  void save(torch::serialize::OutputArchive& archive) const;
+  /// Restores what save() wrote and sets each group's lr to the one this
+  /// scheduler set last (LibTorch 1.13's Optimizer::load does not restore
+  /// lrs); the next step() continues the trajectory exactly.
+  void load(torch::serialize::InputArchive& archive);
+
+ private:
+  static void validate(const SWALROptions& options, size_t groups);
+  double swa_lr_of(size_t group) const;
+  double anneal(double t) const;
+
+  torch::optim::Optimizer& optimizer_;
+  SWALROptions options_;
+  int64_t step_count_ = 0;
+  std::vector<double> last_lr_;
+};
+
+// ===========================================================================
+// Definitions
+// ===========================================================================
+
+namespace detail {
+inline std::string swa_shape(const torch::Tensor& t) {
+  std::ostringstream out;
+  out << t.sizes();
+  return out.str();
+}
+inline void swa_check_decay(const c10::optional<double>& decay) {
+  if (decay && !(*decay >= 0.0 && *decay <= 1.0)) {
+    throw std::invalid_argument("SWAOptions: ema_decay must be in [0, 1], got " +
+                                std::to_string(*decay));
+  }
+}
+}  // namespace detail
+
+inline SWAWrapper::Collected SWAWrapper::collect(const torch::nn::Module& module) {
+  Collected out;
+  std::unordered_set<const void*> seen;  // a shared (tied) tensor once
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second) return false;
+    out.names.push_back(name);
+    out.tensors.push_back(t);
+    return true;
+  };
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    if (add(item.key(), item.value())) ++out.num_parameters;
+  }
+  for (const auto& item : module.named_buffers(/*recurse=*/true)) add(item.key(), item.value());
+  return out;
+}
+
+inline SWAWrapper::SWAWrapper(const torch::nn::Module& module, SWAOptions options)
+    : options_(std::move(options)) {
+  detail::swa_check_decay(options_.ema_decay());
+  torch::NoGradGuard no_grad;
+  Collected c = collect(module);
+  names_ = std::move(c.names);
+  averages_.reserve(c.tensors.size());
+  for (size_t i = 0; i < c.tensors.size(); ++i) {
+    torch::Tensor copy = c.tensors[i].detach().clone();
+    if (options_.device()) copy = copy.to(*options_.device());
+    averages_.push_back(copy);
+    averaged_.push_back(i < c.num_parameters || options_.use_buffers());
+  }
+  // Fused kernels need one device and dtype per list: group once, here.
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    if (!averaged_[i]) continue;
+    const auto& t = averages_[i];
+    const bool floating = t.is_floating_point() || t.is_complex();
+    auto same = std::find_if(groups_.begin(), groups_.end(), [&](const Group& g) {
+      const auto& first = averages_[g.index.front()];
+      return first.device() == t.device() && first.scalar_type() == t.scalar_type();
+    });
+    if (same == groups_.end()) {
+      groups_.push_back(Group{{i}, floating});
+    } else {
+      same->index.push_back(i);
+    }
+  }
+}
+
+inline SWAWrapper::Collected SWAWrapper::checked(const torch::nn::Module& module,
+                                                 const char* caller,
+                                                 bool same_device) const {
+  Collected c = collect(module);
+  if (c.tensors.size() != averages_.size()) {
+    throw std::invalid_argument(std::string(caller) + ": the module has " +
+                                std::to_string(c.tensors.size()) +
+                                " parameters and buffers, the averaged copy has " +
+                                std::to_string(averages_.size()));
+  }
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    const auto& a = averages_[i];
+    const auto& t = c.tensors[i];
+    if (c.names[i] != names_[i]) {
+      throw std::invalid_argument(std::string(caller) + ": tensor " + std::to_string(i) +
+                                  " is '" + c.names[i] + "' in the module but '" +
+                                  names_[i] + "' in the averaged copy");
+    }
+    if (t.sizes() != a.sizes() || t.scalar_type() != a.scalar_type()) {
+      throw std::invalid_argument(std::string(caller) + ": '" + names_[i] + "' is " +
+                                  detail::swa_shape(t) + " " +
+                                  std::string(c10::toString(t.scalar_type())) +
+                                  " in the module but " + detail::swa_shape(a) + " " +
+                                  std::string(c10::toString(a.scalar_type())) +
+                                  " in the averaged copy");
+    }
+    if (same_device && t.device() != a.device()) {
+      throw std::invalid_argument(std::string(caller) + ": '" + names_[i] + "' is on " +
+                                  t.device().str() + " but its average on " +
+                                  a.device().str() + " (SWAOptions::device)");
+    }
+  }
+  return c;
+}
+
+inline void SWAWrapper::update(const torch::nn::Module& module) {
+  if (swapped_in_) {
+    throw std::invalid_argument("SWAWrapper::update: the averages are swapped into a module; "
+                                "destroy or restore() the SwapGuard first");
+  }
+  Collected c = checked(module, "SWAWrapper::update", /*same_device=*/false);
+  torch::NoGradGuard no_grad;
+  auto source = [&](size_t i) {  // AveragedModel: p_model.to(p_averaged.device)
+    const auto& t = c.tensors[i];
+    return t.device() == averages_[i].device() ? t : t.to(averages_[i].device());
+  };
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    if (n_averaged_ == 0 || !averaged_[i]) averages_[i].copy_(source(i));
+  }
+  if (n_averaged_ > 0) {
+    const auto n = n_averaged_;
+    const auto& decay = options_.ema_decay();
+    // The one difference between SWA and EMA: the weight of the new value.
+    const double weight = decay ? 1.0 - *decay : 1.0 / static_cast<double>(n + 1);
+    for (const auto& group : groups_) {
+      if (group.floating) {
+        std::vector<torch::Tensor> avg, cur;
+        avg.reserve(group.index.size());
+        cur.reserve(group.index.size());
+        for (size_t i : group.index) {
+          avg.push_back(averages_[i]);
+          cur.push_back(source(i));
+        }
+        compat::foreach_lerp_(avg, cur, weight);
+      } else {
+        // Integer tensors (num_batches_tracked): PyTorch computes in floating
+        // point and copy_ truncates; the same ops give the same numbers.
+        for (size_t i : group.index) {
+          auto& a = averages_[i];
+          const auto p = source(i);
+          if (decay) {
+            a.copy_(a.mul(*decay).add(p.mul(1.0 - *decay)));
+          } else {
+            a.copy_(a.add((p - a).div(n + 1)));
+          }
+        }
+      }
+    }
+  }
+  ++n_averaged_;
+}
+
+inline SWAWrapper::SwapGuard SWAWrapper::swap_in(torch::nn::Module& module) {
+  if (swapped_in_) {
+    throw std::invalid_argument("SWAWrapper::swap_in: the averages are already swapped in");
+  }
+  Collected c = checked(module, "SWAWrapper::swap_in", /*same_device=*/true);
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    // Exchange storages, not values: the module's tensor (same TensorImpl, so
+    // optimizer state and member handles stay valid) now uses the average's
+    // storage and we keep an alias of the training storage. variable_data(),
+    // unlike detach(), gives the alias its own version counter, so later
+    // in-place updates of the averages never touch the parameter's.
+    torch::Tensor training = c.tensors[i].variable_data();
+    c.tensors[i].set_data(averages_[i]);
+    averages_[i] = training;
+  }
+  swapped_in_ = true;
+  return SwapGuard(this, std::move(c.tensors));
+}
+
+inline SWAWrapper::SwapGuard::SwapGuard(SwapGuard&& other) noexcept
+    : owner_(other.owner_), live_(std::move(other.live_)) {
+  other.owner_ = nullptr;
+}
+
+inline void SWAWrapper::SwapGuard::restore() noexcept {
+  if (owner_ == nullptr) return;
+  try {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < live_.size(); ++i) {
+      torch::Tensor averaged = live_[i].variable_data();
+      live_[i].set_data(owner_->averages_[i]);
+      owner_->averages_[i] = averaged;
+    }
+  } catch (...) {
+    // set_data between tensors of one device and dtype does not throw.
+  }
+  owner_->swapped_in_ = false;
+  owner_ = nullptr;
+  live_.clear();
+}
+
+inline std::vector<std::pair<std::string, torch::Tensor>> SWAWrapper::named_averages() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (size_t i = 0; i < averages_.size(); ++i) out.emplace_back(names_[i], averages_[i]);
+  return out;
+}
+
+namespace detail {
+inline std::string swa_join(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += n + "\n";
+  return out;
+}
+inline c10::IValue swa_read(torch::serialize::InputArchive& archive, const std::string& key,
+                            const char* who) {
+  c10::IValue value;
+  if (!archive.try_read(key, value)) {
+    throw std::invalid_argument(std::string(who) + ": archive has no key '" + key + "'");
+  }
+  return value;
+}
+}  // namespace detail
+
+inline void SWAWrapper::save(torch::serialize::OutputArchive& archive) const {
+  if (swapped_in_) {
+    throw std::invalid_argument("SWAWrapper::save: the averages are swapped in; save after "
+                                "the SwapGuard restored the training weights");
+  }
+  archive.write("swa_n_averaged", c10::IValue(n_averaged_));
+  // -1: no decay (SWA); a None attribute does not survive every LibTorch.
+  archive.write("swa_ema_decay", c10::IValue(options_.ema_decay().value_or(-1.0)));
+  archive.write("swa_use_buffers", c10::IValue(options_.use_buffers()));
+  archive.write("swa_names", c10::IValue(detail::swa_join(names_)));
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    archive.write("swa_average_" + std::to_string(i), averages_[i], /*is_buffer=*/true);
+  }
+}
+
+inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
+  const char* who = "SWAWrapper::load";
+  if (swapped_in_) {
+    throw std::invalid_argument(std::string(who) + ": the averages are swapped in");
+  }
+  const double decay = detail::swa_read(archive, "swa_ema_decay", who).toDouble();
+  const bool use_buffers = detail::swa_read(archive, "swa_use_buffers", who).toBool();
+  if (decay != options_.ema_decay().value_or(-1.0) || use_buffers != options_.use_buffers()) {
+    throw std::invalid_argument(
+        std::string(who) + ": saved with ema_decay=" +
+        (decay < 0.0 ? std::string("none (SWA)") : std::to_string(decay)) +
+        " use_buffers=" + (use_buffers ? "true" : "false") + ", this wrapper has ema_decay=" +
+        (options_.ema_decay() ? std::to_string(*options_.ema_decay()) : std::string("none (SWA)")) +
+        " use_buffers=" + (options_.use_buffers() ? "true" : "false"));
+  }
+  const std::string names = detail::swa_read(archive, "swa_names", who).toStringRef();
+  if (names != detail::swa_join(names_)) {
+    throw std::invalid_argument(std::string(who) +
+                                ": the saved tensors are not this module's; saved names:\n" +
+                                names + "expected:\n" + detail::swa_join(names_));
+  }
+  std::vector<torch::Tensor> loaded(averages_.size());
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    const std::string key = "swa_average_" + std::to_string(i);
+    if (!archive.try_read(key, loaded[i], /*is_buffer=*/true)) {
+      throw std::invalid_argument(std::string(who) + ": archive has no key '" + key + "'");
+    }
+    if (loaded[i].sizes() != averages_[i].sizes() ||
+        loaded[i].scalar_type() != averages_[i].scalar_type()) {
+      throw std::invalid_argument(std::string(who) + ": '" + names_[i] + "' is saved as " +
+                                  detail::swa_shape(loaded[i]) + " but is " +
+                                  detail::swa_shape(averages_[i]) + " here (or dtypes differ)");
+    }
+  }
+  const int64_t n = detail::swa_read(archive, "swa_n_averaged", who).toInt();
+  if (n < 0) {
+    throw std::invalid_argument(std::string(who) + ": negative n_averaged " + std::to_string(n));
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < averages_.size(); ++i) averages_[i].copy_(loaded[i]);
+  n_averaged_ = n;
+}
+
+namespace detail {
+// Restores BatchNorm momenta and the training mode on every exit path.
+class BatchNormStatsScope {
+ public:
+  explicit BatchNormStatsScope(torch::nn::Module& module) : module_(module) {
+    auto visit = [&](torch::nn::Module& m) {
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(&m)) return add(*bn);
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(&m)) return add(*bn);
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm3dImpl*>(&m)) return add(*bn);
+    };
+    visit(module);  // modules(include_self) would need a shared_ptr-owned root
+    for (const auto& child : module.modules(/*include_self=*/false)) visit(*child);
+    was_training_ = module.is_training();
+  }
+  bool empty() const { return restore_.empty(); }
+  ~BatchNormStatsScope() {
+    for (auto& r : restore_) r();
+    module_.train(was_training_);
+  }
+  BatchNormStatsScope(const BatchNormStatsScope&) = delete;
+  BatchNormStatsScope& operator=(const BatchNormStatsScope&) = delete;
+
+ private:
+  template <typename BN>
+  void add(BN& bn) {
+    bn.reset_running_stats();  // a no-op without track_running_stats, as in PyTorch
+    const c10::optional<double> momentum = bn.options.momentum();
+    bn.options.momentum(c10::nullopt);  // cumulative average
+    restore_.push_back([&bn, momentum] { bn.options.momentum(momentum); });
+  }
+  torch::nn::Module& module_;
+  bool was_training_ = true;
+  std::vector<std::function<void()>> restore_;
+};
+}  // namespace detail
+
+inline void update_bn(torch::nn::Module& module, const std::function<void()>& run_batches) {
+  torch::NoGradGuard no_grad;
+  detail::BatchNormStatsScope scope(module);
+  if (scope.empty()) return;
+  module.train(true);
+  run_batches();
+}
+
+template <typename Batches, typename Forward>
+void update_bn(torch::nn::Module& module, const Batches& batches, Forward&& forward) {
+  update_bn(module, std::function<void()>([&] {
+              for (const auto& batch : batches) forward(batch);
+            }));
+}
+
+inline void SWALR::validate(const SWALROptions& options, size_t groups) {
+  const auto& lrs = options.swa_lr();
+  if (lrs.size() != 1 && lrs.size() != groups) {
+    throw std::invalid_argument("SWALR: expected 1 or " + std::to_string(groups) +
+                                " values for swa_lr (one per param group), got " +
+                                std::to_string(lrs.size()));
+  }
+  for (double lr : lrs) {
+    if (!std::isfinite(lr) || lr < 0.0) {
+      throw std::invalid_argument("SWALR: swa_lr must be finite and >= 0, got " +
+                                  std::to_string(lr));
+    }
+  }
+  if (options.anneal_epochs() < 0) {
+    throw std::invalid_argument("SWALR: anneal_epochs must be equal or greater than 0, got " +
+                                std::to_string(options.anneal_epochs()));
+  }
+}
+
+inline SWALR::SWALR(torch::optim::Optimizer& optimizer, SWALROptions options)
+    : optimizer_(optimizer), options_(std::move(options)) {
+  validate(options_, optimizer_.param_groups().size());
+  step();  // LRScheduler._initial_step: _step_count 0 -> 1
+}
+
+inline double SWALR::swa_lr_of(size_t group) const {
+  const auto& lrs = options_.swa_lr();
+  return lrs.size() == 1 ? lrs.front() : lrs[group];
+}
+
+inline double SWALR::anneal(double t) const {
+  constexpr double kPi = 3.141592653589793;  // math.pi
+  if (options_.anneal_strategy() == AnnealStrategy::linear) return t;
+  return (1.0 - std::cos(kPi * t)) / 2.0;
+}
+
+inline void SWALR::step() {
+  auto& groups = optimizer_.param_groups();
+  const auto& lrs = options_.swa_lr();
+  if (lrs.size() != 1 && lrs.size() != groups.size()) {
+    throw std::invalid_argument("SWALR::step: the optimizer has " +
+                                std::to_string(groups.size()) + " param groups but " +
+                                std::to_string(lrs.size()) + " swa_lr values were given");
+  }
+  ++step_count_;
+  // SWALR.get_lr, term by term in Python's order.
+  int64_t step = step_count_ - 1;
+  const int64_t epochs = options_.anneal_epochs();
+  if (epochs == 0) step = std::max<int64_t>(1, step);
+  const double span = static_cast<double>(std::max<int64_t>(1, epochs));
+  const double prev_t =
+      std::max(0.0, std::min(1.0, static_cast<double>(step - 1) / span));
+  const double prev_alpha = anneal(prev_t);
+  const double t = std::max(0.0, std::min(1.0, static_cast<double>(step) / span));
+  const double alpha = anneal(t);
+  last_lr_.assign(groups.size(), 0.0);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const double swa_lr = swa_lr_of(g);
+    const double lr = groups[g].options().get_lr();
+    // _get_initial_lr: the lr the annealing started from, recovered from the
+    // current one, so another schedule's changes before the switch count.
+    const double prev_lr =
+        prev_alpha == 1.0 ? swa_lr : (lr - prev_alpha * swa_lr) / (1.0 - prev_alpha);
+    const double next = swa_lr * alpha + prev_lr * (1.0 - alpha);
+    groups[g].options().set_lr(next);
+    last_lr_[g] = next;
+  }
+}
+
+inline void SWALR::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("swalr_step_count", c10::IValue(step_count_));
+  archive.write("swalr_anneal_epochs", c10::IValue(options_.anneal_epochs()));
+  archive.write("swalr_anneal_strategy",
+                c10::IValue(options_.anneal_strategy() == AnnealStrategy::cos ? "cos" : "linear"));
+  archive.write("swalr_swa_lr", c10::IValue(options_.swa_lr()));
+  archive.write("swalr_last_lr", c10::IValue(last_lr_));
+}
+
+inline void SWALR::load(torch::serialize::InputArchive& archive) {
+  const char* who = "SWALR::load";
+  SWALROptions loaded(detail::swa_read(archive, "swalr_swa_lr", who).toDoubleVector());
+  loaded.anneal_epochs(detail::swa_read(archive, "swalr_anneal_epochs", who).toInt());
+  const std::string strategy = detail::swa_read(archive, "swalr_anneal_strategy", who).toStringRef();
+  if (strategy != "cos" && strategy != "linear") {
+    throw std::invalid_argument(std::string(who) + ": unknown anneal_strategy '" + strategy + "'");
+  }
+  loaded.anneal_strategy(strategy == "cos" ? AnnealStrategy::cos : AnnealStrategy::linear);
+  validate(loaded, optimizer_.param_groups().size());
+  const int64_t count = detail::swa_read(archive, "swalr_step_count", who).toInt();
+  if (count < 1) {
+    throw std::invalid_argument(std::string(who) + ": step count must be >= 1, got " +
+                                std::to_string(count));
+  }
+  auto last_lr = detail::swa_read(archive, "swalr_last_lr", who).toDoubleVector();
+  auto& groups = optimizer_.param_groups();
+  if (last_lr.size() != groups.size()) {
+    throw std::invalid_argument(std::string(who) + ": saved for " +
+                                std::to_string(last_lr.size()) + " param groups, the optimizer has " +
+                                std::to_string(groups.size()));
+  }
+  options_ = std::move(loaded);
+  step_count_ = count;
+  last_lr_ = std::move(last_lr);
+  // LibTorch 1.13's Optimizer::load keeps the current param-group options, so
+  // put back the lrs this scheduler set last (2.x restores the same values).
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(last_lr_[g]);
+}
+
+}  // namespace finetune

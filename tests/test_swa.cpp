@@ -1,0 +1,528 @@
+// swa.hpp against torch.optim.swa_utils (goldens from tests/reference/ref_swa.py):
+// AveragedModel (SWA and EMA, with and without use_buffers), update_bn, SWALR
+// and SWALR after a linear warm-up schedule; plus resume, the swap-in guard
+// and the error paths.
+#include <finetune/swa.hpp>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "golden.hpp"
+
+using finetune::AnnealStrategy;
+using finetune::SWALR;
+using finetune::SWALROptions;
+using finetune::SWAOptions;
+using finetune::SWAWrapper;
+using Catch::Matchers::WithinAbs;
+using Catch::Matchers::WithinRel;
+using nlohmann::json;
+
+// Catch2 v3 renamed the string matcher.
+#if FINETUNE_CATCH2_V3
+#define HasSubstring Catch::Matchers::ContainsSubstring
+#else
+#define HasSubstring Catch::Matchers::Contains
+#endif
+
+namespace {
+
+torch::nn::Sequential make_model() {
+  return torch::nn::Sequential(torch::nn::Linear(4, 6),
+                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({6})),
+                               torch::nn::BatchNorm1d(6), torch::nn::Linear(6, 3));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> all_tensors(const torch::nn::Module& m) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
+  for (const auto& b : m.named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+torch::Tensor from_json(const json& values, const torch::Tensor& like) {
+  std::vector<double> v = values.get<std::vector<double>>();
+  return torch::tensor(v, torch::kDouble).to(like.scalar_type()).reshape(like.sizes());
+}
+
+// Loads a golden state (name -> flat values) into the module's tensors.
+void load_state(torch::nn::Module& m, const json& state) {
+  torch::NoGradGuard no_grad;
+  const auto tensors = all_tensors(m);
+  REQUIRE(tensors.size() == state.size());
+  for (const auto& [name, t] : tensors) {
+    REQUIRE(state.contains(name));
+    t.copy_(from_json(state.at(name), t));
+  }
+}
+
+// Every averaged tensor equals the golden state to 1e-6 (integers exactly).
+void check_state(const std::vector<std::pair<std::string, torch::Tensor>>& actual,
+                 const json& expected) {
+  REQUIRE(actual.size() == expected.size());
+  for (const auto& [name, t] : actual) {
+    INFO("tensor " << name);
+    const auto want = expected.at(name).get<std::vector<double>>();
+    const auto flat = t.to(torch::kDouble).contiguous().reshape({-1});
+    REQUIRE(static_cast<size_t>(flat.numel()) == want.size());
+    const double* got = flat.data_ptr<double>();
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (t.is_floating_point()) {
+        CHECK_THAT(got[i], WithinAbs(want[i], 1e-6));
+      } else {
+        CHECK(got[i] == want[i]);
+      }
+    }
+  }
+}
+
+std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
+  std::vector<torch::Tensor> out;
+  for (const auto& [name, t] : all_tensors(m)) out.push_back(t.detach().clone());
+  return out;
+}
+
+bool identical(const torch::nn::Module& m, const std::vector<torch::Tensor>& before) {
+  const auto now = all_tensors(m);
+  if (now.size() != before.size()) return false;
+  for (size_t i = 0; i < now.size(); ++i) {
+    if (!torch::equal(now[i].second, before[i])) return false;
+  }
+  return true;
+}
+
+SWAOptions options_of(const json& c) {
+  SWAOptions o;
+  o.use_buffers(c.at("use_buffers").get<bool>());
+  if (!c.at("decay").is_null()) o.ema_decay(c.at("decay").get<double>());
+  return o;
+}
+
+torch::optim::SGD make_sgd(const std::vector<double>& lrs, std::vector<torch::Tensor>& params) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (double lr : lrs) {
+    params.push_back(torch::zeros({1}, torch::requires_grad()));
+    groups.emplace_back(std::vector<torch::Tensor>{params.back()},
+                        std::make_unique<torch::optim::SGDOptions>(lr));
+  }
+  return torch::optim::SGD(groups, torch::optim::SGDOptions(1.0));
+}
+
+std::vector<double> lrs_of(torch::optim::Optimizer& opt) {
+  std::vector<double> out;
+  for (auto& g : opt.param_groups()) out.push_back(g.options().get_lr());
+  return out;
+}
+
+void check_lrs(const std::vector<double>& got, const json& want) {
+  const auto w = want.get<std::vector<double>>();
+  REQUIRE(got.size() == w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    // Same double arithmetic in the same order as Python: far below 1e-6.
+    CHECK_THAT(got[i], WithinRel(w[i], 1e-12) || WithinAbs(w[i], 1e-18));
+  }
+}
+
+SWALROptions swalr_options_of(const json& c) {
+  SWALROptions o = c.at("swa_lr").is_array() ? SWALROptions(c.at("swa_lr").get<std::vector<double>>())
+                                             : SWALROptions(c.at("swa_lr").get<double>());
+  o.anneal_epochs(c.at("anneal_epochs").get<int64_t>());
+  o.anneal_strategy(c.at("anneal_strategy").get<std::string>() == "cos" ? AnnealStrategy::cos
+                                                                        : AnnealStrategy::linear);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("SWAWrapper matches AveragedModel (SWA and EMA, with/without buffers)", "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const auto& steps = g.at("steps");
+  for (const auto& c : g.at("cases")) {
+    DYNAMIC_SECTION(c.at("mode").get<std::string>() << " decay=" << c.at("decay").dump()
+                                                    << " use_buffers=" << c.at("use_buffers")) {
+      auto model = make_model();
+      load_state(*model, g.at("initial"));
+      SWAWrapper swa(*model, options_of(c));
+      CHECK(swa.n_averaged() == 0);
+      for (size_t k = 0; k < steps.size(); ++k) {
+        INFO("after update " << k + 1);
+        load_state(*model, steps[k]);
+        swa.update(*model);
+        check_state(swa.named_averages(), c.at("after")[k]);
+      }
+      CHECK(swa.n_averaged() == c.at("n_averaged").get<int64_t>());
+    }
+  }
+}
+
+TEST_CASE("update_bn matches PyTorch and restores momenta and mode", "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const json& bn_golden = g.at("update_bn");
+  auto model = make_model();
+  load_state(*model, g.at("initial"));
+  SWAWrapper swa(*model);
+  for (const auto& s : g.at("steps")) {
+    load_state(*model, s);
+    swa.update(*model);
+  }
+  const auto training = snapshot(*model);
+  std::vector<torch::Tensor> batches;
+  const auto shape = bn_golden.at("batch_shape").get<std::vector<int64_t>>();
+  for (const auto& b : bn_golden.at("batches")) {
+    batches.push_back(from_json(b, torch::empty(shape)));
+  }
+  auto bn = model[2]->as<torch::nn::BatchNorm1d>();
+  REQUIRE(bn != nullptr);
+  bn->options.momentum(0.3);
+  model->eval();
+  {
+    auto guard = swa.swap_in(*model);
+    finetune::update_bn(*model, batches, [&](const torch::Tensor& x) { model->forward(x); });
+    CHECK(bn->options.momentum().has_value());
+    CHECK(bn->options.momentum().value() == 0.3);
+    CHECK_FALSE(model->is_training());
+    CHECK_FALSE(bn->is_training());
+    check_state({{"running_mean", bn->running_mean}, {"running_var", bn->running_var}},
+                {{"running_mean", bn_golden.at("running_mean")},
+                 {"running_var", bn_golden.at("running_var")}});
+    CHECK(bn->num_batches_tracked.item<int64_t>() ==
+          bn_golden.at("num_batches_tracked").get<int64_t>());
+    torch::NoGradGuard no_grad;
+    const auto probe = from_json(bn_golden.at("probe"), torch::empty(
+        bn_golden.at("probe_shape").get<std::vector<int64_t>>()));
+    check_state({{"out", model->forward(probe)}}, {{"out", bn_golden.at("probe_output")}});
+  }
+  // The training weights are back, the recomputed statistics stay averaged.
+  CHECK(identical(*model, training));
+  for (const auto& [name, t] : swa.named_averages()) {
+    if (name == "2.running_mean") {
+      check_state({{name, t}}, {{name, bn_golden.at("running_mean")}});
+    }
+  }
+}
+
+TEST_CASE("update_bn: no BatchNorm is a no-op; an exception restores the state", "[swa]") {
+  SECTION("no BatchNorm") {
+    torch::nn::Sequential model(torch::nn::Linear(3, 2), torch::nn::LayerNorm(
+                                                              torch::nn::LayerNormOptions({2})));
+    model->eval();
+    bool called = false;
+    finetune::update_bn(*model, [&] { called = true; });
+    CHECK_FALSE(called);
+    CHECK_FALSE(model->is_training());
+  }
+  SECTION("exception in the forward pass") {
+    auto model = make_model();
+    auto bn = model[2]->as<torch::nn::BatchNorm1d>();
+    bn->options.momentum(0.25);
+    model->eval();
+    REQUIRE_THROWS_AS(finetune::update_bn(*model,
+                                          [&] {
+                                            CHECK_FALSE(bn->options.momentum().has_value());
+                                            CHECK(model->is_training());
+                                            throw std::runtime_error("data error");
+                                          }),
+                      std::runtime_error);
+    CHECK(bn->options.momentum().value() == 0.25);
+    CHECK_FALSE(model->is_training());
+  }
+  SECTION("a bare BatchNorm module (the root itself)") {
+    torch::nn::BatchNorm1d bn(3);
+    {
+      torch::NoGradGuard no_grad;
+      bn->running_mean.fill_(5.0);
+    }
+    const auto x = torch::arange(12, torch::kFloat).reshape({4, 3});
+    finetune::update_bn(*bn, [&] { bn->forward(x); });
+    // Statistics were reset and accumulated from the one batch only.
+    CHECK(torch::allclose(bn->running_mean, x.mean(0)));
+    CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
+  }
+}
+
+TEST_CASE("SWALR matches torch.optim.swa_utils.SWALR", "[swa][swalr]") {
+  const json g = finetune_test::load_golden_json("swa_lr.json");
+  for (const auto& c : g.at("swalr")) {
+    DYNAMIC_SECTION(c.at("anneal_strategy").get<std::string>()
+                    << " anneal_epochs=" << c.at("anneal_epochs") << " swa_lr=" << c.at("swa_lr")) {
+      std::vector<torch::Tensor> params;
+      auto start = c.at("start_lr").get<std::vector<double>>();
+      auto opt = make_sgd(start, params);
+      SWALR swalr(opt, swalr_options_of(c));
+      const auto& want = c.at("lr");
+      check_lrs(lrs_of(opt), want[0]);
+      check_lrs(swalr.get_last_lr(), want[0]);
+      for (size_t k = 1; k < want.size(); ++k) {
+        INFO("step " << k);
+        swalr.step();
+        check_lrs(lrs_of(opt), want[k]);
+      }
+    }
+  }
+}
+
+TEST_CASE("SWALR takes over from a linear warm-up schedule as in the article", "[swa][swalr]") {
+  const json c = finetune_test::load_golden_json("swa_lr.json").at("composition");
+  const auto base = c.at("base_lr").get<std::vector<double>>();
+  const int64_t warmup = c.at("num_warmup_steps").get<int64_t>();
+  const int64_t total = c.at("num_training_steps").get<int64_t>();
+  std::vector<torch::Tensor> params;
+  auto opt = make_sgd(base, params);
+  // Stand-in for the warm-up schedule (finetune/lr_schedule.hpp is not used
+  // here so that swa.hpp is tested alone): Hugging Face's linear lambda.
+  int64_t last_epoch = 0;
+  auto schedule_set = [&] {
+    const double f =
+        last_epoch < warmup
+            ? static_cast<double>(last_epoch) / static_cast<double>(std::max<int64_t>(1, warmup))
+            : std::max(0.0, static_cast<double>(total - last_epoch) /
+                                static_cast<double>(std::max<int64_t>(1, total - warmup)));
+    for (size_t i = 0; i < base.size(); ++i) opt.param_groups()[i].options().set_lr(base[i] * f);
+  };
+  schedule_set();  // LambdaLR's construction step
+  SWALR swalr(opt, SWALROptions(c.at("swa_lr").get<double>())
+                       .anneal_epochs(c.at("anneal_epochs").get<int64_t>())
+                       .anneal_strategy(AnnealStrategy::cos));
+  check_lrs(lrs_of(opt), c.at("after_construction"));
+  const int64_t swa_start = c.at("swa_start").get<int64_t>();
+  for (int64_t step = 0; step < c.at("steps").get<int64_t>(); ++step) {
+    INFO("step " << step);
+    check_lrs(lrs_of(opt), c.at("lr_used")[step]);
+    if (step >= swa_start) {
+      swalr.step();
+    } else {
+      ++last_epoch;
+      schedule_set();
+    }
+  }
+  check_lrs(lrs_of(opt), c.at("final_lr"));
+}
+
+TEST_CASE("SWALR save/load continues the trajectory exactly", "[swa][swalr]") {
+  const json g = finetune_test::load_golden_json("swa_lr.json");
+  const json* chosen = nullptr;
+  for (const auto& c : g.at("swalr")) {
+    if (c.at("anneal_epochs") == 10 && c.at("anneal_strategy") == "cos" &&
+        c.at("swa_lr").is_array()) {
+      chosen = &c;
+    }
+  }
+  REQUIRE(chosen != nullptr);
+  const auto& c = *chosen;
+  const auto start = c.at("start_lr").get<std::vector<double>>();
+  std::vector<torch::Tensor> params_a, params_b;
+  auto opt = make_sgd(start, params_a);
+  SWALR swalr(opt, swalr_options_of(c));
+  for (int k = 0; k < 4; ++k) swalr.step();
+  std::stringstream opt_stream, sched_stream;
+  {
+    torch::serialize::OutputArchive a;
+    opt.save(a);
+    a.save_to(opt_stream);
+    torch::serialize::OutputArchive b;
+    swalr.save(b);
+    b.save_to(sched_stream);
+  }
+  // A fresh run: other start lrs and options, then the saved state.
+  auto opt2 = make_sgd({1.0, 1.0, 1.0}, params_b);
+  SWALR resumed(opt2, SWALROptions(0.5).anneal_epochs(2).anneal_strategy(AnnealStrategy::linear));
+  {
+    torch::serialize::InputArchive a;
+    a.load_from(opt_stream);
+    opt2.load(a);
+    torch::serialize::InputArchive b;
+    b.load_from(sched_stream);
+    resumed.load(b);
+  }
+  CHECK(resumed.step_count() == swalr.step_count());
+  CHECK(resumed.options().anneal_epochs() == 10);
+  check_lrs(lrs_of(opt2), c.at("lr")[4]);
+  for (size_t k = 5; k < c.at("lr").size(); ++k) {
+    resumed.step();
+    check_lrs(lrs_of(opt2), c.at("lr")[k]);
+  }
+}
+
+TEST_CASE("SWAWrapper save/load resumes the average exactly", "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const auto& steps = g.at("steps");
+  for (const auto& c : g.at("cases")) {
+    DYNAMIC_SECTION(c.at("mode").get<std::string>() << " decay=" << c.at("decay").dump()
+                                                    << " use_buffers=" << c.at("use_buffers")) {
+      auto model = make_model();
+      load_state(*model, g.at("initial"));
+      SWAWrapper swa(*model, options_of(c));
+      for (size_t k = 0; k < 3; ++k) {
+        load_state(*model, steps[k]);
+        swa.update(*model);
+      }
+      std::stringstream stream;
+      {
+        torch::serialize::OutputArchive archive;
+        swa.save(archive);
+        archive.save_to(stream);
+      }
+      auto fresh = make_model();  // different random weights
+      SWAWrapper resumed(*fresh, options_of(c));
+      {
+        torch::serialize::InputArchive archive;
+        archive.load_from(stream);
+        resumed.load(archive);
+      }
+      CHECK(resumed.n_averaged() == 3);
+      check_state(resumed.named_averages(), c.at("after")[2]);
+      for (size_t k = 3; k < steps.size(); ++k) {
+        load_state(*fresh, steps[k]);
+        resumed.update(*fresh);
+        check_state(resumed.named_averages(), c.at("after")[k]);
+      }
+    }
+  }
+  SECTION("options or module that differ are rejected") {
+    auto model = make_model();
+    SWAWrapper swa(*model, SWAOptions().ema_decay(0.9));
+    swa.update(*model);
+    std::stringstream stream;
+    torch::serialize::OutputArchive archive;
+    swa.save(archive);
+    archive.save_to(stream);
+    const std::string bytes = stream.str();
+    auto load_into = [&](SWAWrapper& target) {
+      std::stringstream in(bytes);
+      torch::serialize::InputArchive a;
+      a.load_from(in);
+      target.load(a);
+    };
+    SWAWrapper plain(*model);
+    REQUIRE_THROWS_WITH(load_into(plain), HasSubstring("ema_decay=0.9"));
+    torch::nn::Sequential other(torch::nn::Linear(4, 6));
+    SWAWrapper smaller(*other, SWAOptions().ema_decay(0.9));
+    REQUIRE_THROWS_AS(load_into(smaller), std::invalid_argument);
+  }
+}
+
+TEST_CASE("swap_in: evaluate and save the averages, training weights always come back",
+          "[swa]") {
+  auto model = make_model();
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  SWAWrapper swa(*model);
+  const auto x = torch::randn({8, 4});
+  for (int k = 0; k < 3; ++k) {
+    opt.zero_grad();
+    model->forward(x).pow(2).sum().backward();
+    opt.step();
+    swa.update(*model);
+  }
+  const auto training = snapshot(*model);
+  const auto* weight_impl = model[0]->as<torch::nn::Linear>()->weight.unsafeGetTensorImpl();
+  std::vector<torch::Tensor> averages;
+  for (const auto& [name, t] : swa.named_averages()) averages.push_back(t.clone());
+  REQUIRE_FALSE(identical(*model, averages));
+
+  SECTION("the guard swaps in, and back when it goes out of scope") {
+    std::stringstream saved;
+    {
+      auto guard = swa.swap_in(*model);
+      CHECK(swa.swapped_in());
+      CHECK(identical(*model, averages));
+      // The module's own tensors (and member handles) now carry the averages.
+      CHECK(model[0]->as<torch::nn::Linear>()->weight.unsafeGetTensorImpl() == weight_impl);
+      CHECK(torch::equal(model[0]->as<torch::nn::Linear>()->weight, averages[0]));
+      torch::save(model, saved);
+      REQUIRE_THROWS_AS(swa.update(*model), std::invalid_argument);
+      REQUIRE_THROWS_AS(swa.swap_in(*model), std::invalid_argument);
+    }
+    CHECK_FALSE(swa.swapped_in());
+    CHECK(identical(*model, training));
+    // Averaging into the swapped-back storage leaves the parameter's autograd
+    // version counter alone (no false "modified by an inplace operation").
+    const auto& weight = model[0]->as<torch::nn::Linear>()->weight;
+    const auto version = weight._version();
+    swa.update(*model);
+    CHECK(weight._version() == version);
+    auto reloaded = make_model();
+    torch::load(reloaded, saved);
+    CHECK(identical(*reloaded, averages));
+    // Training goes on with the same parameters the optimizer holds.
+    opt.zero_grad();
+    model->forward(x).pow(2).sum().backward();
+    opt.step();
+    CHECK_FALSE(identical(*model, training));
+  }
+  SECTION("an exception thrown while swapped in still restores") {
+    try {
+      auto guard = swa.swap_in(*model);
+      throw std::runtime_error("evaluation failed");
+    } catch (const std::runtime_error&) {
+    }
+    CHECK_FALSE(swa.swapped_in());
+    CHECK(identical(*model, training));
+    for (size_t i = 0; i < averages.size(); ++i) {
+      CHECK(torch::equal(swa.named_averages()[i].second, averages[i]));
+    }
+  }
+  SECTION("restore() early, moved guards restore once") {
+    auto guard = swa.swap_in(*model);
+    auto moved = std::move(guard);
+    moved.restore();
+    CHECK(identical(*model, training));
+    moved.restore();
+    CHECK(identical(*model, training));
+  }
+}
+
+TEST_CASE("SWAWrapper and SWALR reject bad input", "[swa]") {
+  auto model = make_model();
+  REQUIRE_THROWS_WITH(SWAWrapper(*model, SWAOptions().ema_decay(1.5)),
+                      HasSubstring("ema_decay must be in [0, 1], got 1.5"));
+  REQUIRE_THROWS_AS(SWAWrapper(*model, SWAOptions().ema_decay(-0.1)), std::invalid_argument);
+  SWAWrapper swa(*model);
+  torch::nn::Sequential other(torch::nn::Linear(4, 6), torch::nn::LayerNorm(
+                                                           torch::nn::LayerNormOptions({6})));
+  REQUIRE_THROWS_WITH(swa.update(*other),
+                      HasSubstring("the module has 4 parameters and buffers"));
+  torch::nn::Sequential wider(torch::nn::Linear(4, 7),
+                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({6})),
+                              torch::nn::BatchNorm1d(6), torch::nn::Linear(6, 3));
+  REQUIRE_THROWS_WITH(swa.update(*wider), HasSubstring("'0.weight' is [7, 4]"));
+  auto doubled = make_model();
+  doubled->to(torch::kDouble);
+  REQUIRE_THROWS_AS(swa.swap_in(*doubled), std::invalid_argument);
+  CHECK(swa.n_averaged() == 0);
+
+  std::vector<torch::Tensor> params;
+  auto opt = make_sgd({0.1, 0.2}, params);
+  REQUIRE_THROWS_WITH(SWALR(opt, SWALROptions(std::vector<double>{0.1, 0.2, 0.3})),
+                      HasSubstring("expected 1 or 2 values for swa_lr"));
+  REQUIRE_THROWS_WITH(SWALR(opt, SWALROptions(0.1).anneal_epochs(-1)),
+                      HasSubstring("got -1"));
+  REQUIRE_THROWS_AS(SWALR(opt, SWALROptions(-0.1)), std::invalid_argument);
+  REQUIRE_THROWS_AS(SWALR(opt, SWALROptions(std::nan(""))), std::invalid_argument);
+}
+
+TEST_CASE("EMA weights: decay 0 follows the model, decay 1 keeps the first state", "[swa]") {
+  auto model = make_model();
+  SWAWrapper follow(*model, SWAOptions().ema_decay(0.0));
+  SWAWrapper keep(*model, SWAOptions().ema_decay(1.0));
+  follow.update(*model);
+  keep.update(*model);
+  const auto first = snapshot(*model);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(1.0);
+  }
+  follow.update(*model);
+  keep.update(*model);
+  const auto now = snapshot(*model);
+  const auto params = model->parameters().size();
+  for (size_t i = 0; i < params; ++i) {
+    CHECK(torch::equal(follow.named_averages()[i].second, now[i]));
+    CHECK(torch::equal(keep.named_averages()[i].second, first[i]));
+  }
+}
