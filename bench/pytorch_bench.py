@@ -8,10 +8,23 @@ The names are the ones bench/report.py pairs with the C++ benchmarks.
 import argparse
 import json
 import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread, like the C++ figure
 import statistics
 import time
+import warnings
+
+import sys
+import timeit
+from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel
+from transformers import RobertaConfig, RobertaModel, get_linear_schedule_with_warmup
+
+# The notebook's own group builder, as the oracle script keeps it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "reference"))
+from ref_lr_schedule import roberta_base_AdamW_LLRD  # noqa: E402
 
 N = 125_000_000  # fp32 elements: roberta-base's parameter count
 
@@ -33,9 +46,57 @@ def bench_bandwidth(results):
     results["copy"] = median_seconds(lambda: dst.copy_(src))
     other = torch.rand(N)
     results["add"] = median_seconds(lambda: torch.add(src, other, out=dst))
+    results["add_inplace"] = median_seconds(lambda: dst.add_(other))
 
 
-FIGURES = [bench_bandwidth]
+class RobertaRegressor(torch.nn.Module):
+    """roberta-base's shapes (RobertaModel) plus the article's regressor: 201 tensors."""
+
+    def __init__(self):
+        super().__init__()
+        config = RobertaConfig(max_position_embeddings=514, type_vocab_size=1)
+        self.roberta_model = RobertaModel(config)
+        self.regressor = torch.nn.Linear(config.hidden_size, 1)
+
+
+def per_call_seconds(fn, calls):
+    return min(timeit.repeat(fn, number=calls, repeat=5)) / calls
+
+
+def bench_techniques(results):
+    model = RobertaRegressor()
+    averaged = AveragedModel(model)
+    averaged.update_parameters(model)  # the first update copies; the rest average
+    results["swa_update"] = median_seconds(lambda: averaged.update_parameters(model))
+    # The same fused single pass (in place, p and avg read once) PyTorch offers.
+    params = [p.detach() for p in model.parameters()]
+    avgs = [p.clone() for p in params]
+    results["swa_foreach_lerp"] = median_seconds(lambda: torch._foreach_lerp_(avgs, params, 0.1))
+
+    groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": 1e-5 * (g + 1)}
+              for g in range(200)]
+    optimizer = torch.optim.AdamW(groups, lr=1e-5)
+    schedule = get_linear_schedule_with_warmup(optimizer, 50, 1 << 30)
+    with warnings.catch_warnings():  # the "step before optimizer.step()" warning
+        warnings.simplefilter("ignore")
+        results["schedule_step_200_groups"] = per_call_seconds(schedule.step, 2000)
+
+    results["build_llrd_groups"] = per_call_seconds(lambda: roberta_base_AdamW_LLRD(model), 20)
+
+
+def bench_tokenizer(results):
+    from transformers import RobertaTokenizerFast
+    root = Path(__file__).resolve().parent.parent
+    with open(root / "tests" / "reference" / "roberta_tokenizer_texts.json") as f:
+        texts = [e["text"] for e in json.load(f) if "text" in e and len(e["text"].encode()) >= 80]
+    tokenizer = RobertaTokenizerFast.from_pretrained(
+        str(root / "examples" / "roberta_regression" / "assets" / "roberta-bpe"))
+    backend = tokenizer.backend_tokenizer
+    results["tokenizer_encode"] = median_seconds(
+        lambda: backend.encode_batch(texts, add_special_tokens=False), repeats=15)
+
+
+FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer]
 
 
 def main():

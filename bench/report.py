@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Merges the C++ benchmarks' Google Benchmark JSON and the PyTorch column into
 bench/results.json and prints one Markdown table: for each figure the C++
-time, the PyTorch time, their ratio and, where a physical limit applies, the
-achieved fraction of it (the measured copy/add bandwidth of this machine).
+time, the PyTorch time, their ratio, the C++ throughput (the bytes each
+benchmark declares it moves) and, for memory-bound figures, the achieved
+fraction of this machine's ceiling (the best copy/add bandwidth of figure 1).
 """
 import argparse
 import glob
@@ -10,32 +11,60 @@ import json
 import os
 import platform
 
-GB = 1e9
-N = 125_000_000
-
-# (figure, what, C++ benchmark name, PyTorch result name, bytes moved or None)
+# (figure, what, C++ benchmark name, PyTorch result name or None, memory-bound)
 ROWS = [
-    ("1", "copy 125M fp32 (LibTorch copy_)", "BM_TorchCopy/real_time", "copy", 2 * 4 * N),
-    ("1", "add 125M fp32 (LibTorch add_out)", "BM_TorchAdd/real_time", "add", 3 * 4 * N),
-    ("1", "copy 125M fp32 (plain parallel loop)", "BM_LoopCopy/real_time", None, 2 * 4 * N),
-    ("1", "add 125M fp32 (plain parallel loop)", "BM_LoopAdd/real_time", None, 3 * 4 * N),
+    ("1", "copy 125M fp32 (LibTorch copy_)", "BM_TorchCopy/real_time", "copy", True),
+    ("1", "add 125M fp32 (LibTorch add_out)", "BM_TorchAdd/real_time", "add", True),
+    ("1", "in-place add 125M fp32 (LibTorch add_)", "BM_TorchAddInplace/real_time",
+     "add_inplace", True),
+    ("1", "copy 125M fp32 (plain loop)", "BM_LoopCopy/real_time", None, True),
+    ("1", "add 125M fp32 (plain loop)", "BM_LoopAdd/real_time", None, True),
+    ("2", "SWAWrapper::update, roberta-base (vs AveragedModel.update_parameters)",
+     "BM_SWAUpdate/real_time", "swa_update", True),
+    ("2", "fused single pass, the floor (vs torch._foreach_lerp_)",
+     "BM_SWAFusedSinglePass/real_time", "swa_foreach_lerp", True),
+    ("3", "schedule step, 200 groups (vs HF linear LambdaLR)",
+     "BM_ScheduleStep200Groups", "schedule_step_200_groups", False),
+    ("4", "build LLRD groups, roberta-base (vs the notebook's builder)",
+     "BM_BuildLLRDGroupsRobertaBase", "build_llrd_groups", False),
+    ("5", "tokenizer encode, warm cache (vs HF tokenizers, 1 thread)",
+     "BM_TokenizerEncodeCached", "tokenizer_encode", False),
+    ("5", "tokenizer encode, no cache", "BM_TokenizerEncodeNoCache", None, False),
 ]
-
+CEILING_ROWS = ("BM_TorchCopy/real_time", "BM_TorchAdd/real_time",
+                "BM_TorchAddInplace/real_time",
+                "BM_LoopCopy/real_time", "BM_LoopAdd/real_time")
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
 def load_cpp(folder):
-    times, context = {}, {}
+    """{run name: (median seconds, bytes per second or None)}, and the context."""
+    results, context = {}, {}
     for path in sorted(glob.glob(os.path.join(folder, "bench_*.json"))):
         with open(path) as f:
             data = json.load(f)
         context = data.get("context", context)
         for b in data["benchmarks"]:
-            if b.get("run_type", "iteration") == "aggregate" and b.get("aggregate_name") != "median":
+            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
                 continue
             name = b.get("run_name", b["name"])
-            times[name] = b["real_time"] * UNIT[b["time_unit"]]
-    return times, context
+            results[name] = (b["real_time"] * UNIT[b["time_unit"]], b.get("bytes_per_second"))
+    return results, context
+
+
+def throughput(bps):
+    if bps is None:
+        return "–"
+    return f"{bps / 1e9:.1f} GB/s" if bps >= 1e9 else f"{bps / 1e6:.1f} MB/s"
+
+
+def seconds(s):
+    if s is None:
+        return "–"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
 
 
 def main():
@@ -49,44 +78,45 @@ def main():
     with open(args.pytorch) as f:
         py = json.load(f)
 
-    # The ceiling: the best bandwidth any copy/add kernel reached here.
-    ceiling = max((bytes_ / cpp[name] for _, _, name, _, bytes_ in ROWS
-                   if bytes_ and name in cpp and name.startswith(("BM_TorchCopy", "BM_TorchAdd",
-                                                                  "BM_LoopCopy", "BM_LoopAdd"))),
-                  default=None)
+    ceiling = max((cpp[n][1] for n in CEILING_ROWS if n in cpp and cpp[n][1]), default=None)
     rows = []
-    for figure, what, cpp_name, py_name, bytes_ in ROWS:
-        c = cpp.get(cpp_name)
+    for figure, what, cpp_name, py_name, memory_bound in ROWS:
+        c, bps = cpp.get(cpp_name, (None, None))
         p = py["results"].get(py_name) if py_name else None
-        row = {"figure": figure, "what": what, "cpp_s": c, "pytorch_s": p,
-               "cpp_over_pytorch": (c / p) if (c and p) else None}
-        if bytes_ and c:
-            row["cpp_GBps"] = bytes_ / c / GB
-            row["fraction_of_ceiling"] = (bytes_ / c) / ceiling if ceiling else None
-        rows.append(row)
+        rows.append({
+            "figure": figure, "what": what, "cpp_s": c, "pytorch_s": p,
+            "cpp_over_pytorch": c / p if (c and p) else None,
+            "cpp_bytes_per_s": bps,
+            "fraction_of_ceiling": bps / ceiling if (memory_bound and bps and ceiling) else None,
+        })
+
+    def ratio(a, b):
+        return cpp[a][0] / cpp[b][0] if a in cpp and b in cpp else None
 
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "cpp_context": context},
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
-        "ceiling_GBps": ceiling / GB if ceiling else None,
+        "ceiling_bytes_per_s": ceiling,
+        # Figure 2's goal is relative to the fused single pass of the same run.
+        "swa_update_over_fused_pass": ratio("BM_SWAUpdate/real_time",
+                                            "BM_SWAFusedSinglePass/real_time"),
         "rows": rows,
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 
-    def fmt(x, spec):
-        return format(x, spec) if x is not None else "–"
-
-    print("| fig | what | C++ ms | PyTorch ms | C++/PyTorch | GB/s | of ceiling |")
+    print("| fig | what | C++ | PyTorch | C++/PyTorch | C++ throughput | of ceiling |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['figure']} | {r['what']} | {fmt(r['cpp_s'] and r['cpp_s'] * 1e3, '.3f')} "
-              f"| {fmt(r['pytorch_s'] and r['pytorch_s'] * 1e3, '.3f')} "
-              f"| {fmt(r['cpp_over_pytorch'], '.2f')} | {fmt(r.get('cpp_GBps'), '.1f')} "
-              f"| {fmt(r.get('fraction_of_ceiling'), '.0%')} |")
-    print(f"\nceiling {fmt(result['ceiling_GBps'], '.1f')} GB/s; PyTorch {py['torch_version']}, "
-          f"{py['threads']} threads; written {args.out}")
+        rel = f"{r['cpp_over_pytorch']:.2f}" if r["cpp_over_pytorch"] else "–"
+        frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] else "–"
+        print(f"| {r['figure']} | {r['what']} | {seconds(r['cpp_s'])} | {seconds(r['pytorch_s'])} "
+              f"| {rel} | {throughput(r['cpp_bytes_per_s'])} | {frac} |")
+    s = result["swa_update_over_fused_pass"]
+    print(f"\nSWAWrapper::update / fused single pass: {s:.2f}" if s else "")
+    print(f"ceiling {throughput(ceiling)}; PyTorch {py['torch_version']}, {py['threads']} threads; "
+          f"written {args.out}")
 
 
 if __name__ == "__main__":

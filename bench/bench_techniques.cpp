@@ -1,0 +1,93 @@
+// Figures 2-4: the cost of the techniques themselves, on roberta-base's
+// parameter set (201 tensors, 124.6M fp32).
+//   2  SWAWrapper::update() beside one fused single pass (the bandwidth floor)
+//   3  one WarmupLinearSchedule step over 200 param groups
+//   4  building the layer-wise LR groups for roberta-base's parameters
+#include <benchmark/benchmark.h>
+#include <finetune/finetune.hpp>
+#include <torch/torch.h>
+
+#include "bench_common.hpp"
+
+namespace {
+
+std::shared_ptr<torch::nn::Module> roberta_base() {
+  static auto model = finetune_bench::module_with_parameters(finetune_bench::roberta_base_shapes());
+  return model;
+}
+
+int64_t numel(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+// Reads p and avg, writes avg: 12 bytes per element.
+void set_swa_bytes(benchmark::State& state, int64_t elements) {
+  state.SetBytesProcessed(state.iterations() * elements * 3 * static_cast<int64_t>(sizeof(float)));
+}
+
+void BM_SWAUpdate(benchmark::State& state) {
+  auto model = roberta_base();
+  finetune::SWAWrapper swa(*model);
+  swa.update(*model);  // the first update copies; the rest average
+  for (auto _ : state) swa.update(*model);
+  set_swa_bytes(state, numel(*model));
+}
+
+// The floor SWAWrapper is measured against: avg += (p - avg) / (n + 1) in one
+// pass over all elements of all tensors (each thread takes one contiguous
+// slice of the concatenation), nothing else.
+void BM_SWAFusedSinglePass(benchmark::State& state) {
+  auto model = roberta_base();
+  std::vector<torch::Tensor> params = model->parameters(), averages;
+  std::vector<int64_t> offsets{0};  // offsets[t]: first element of tensor t
+  for (const auto& p : params) {
+    averages.push_back(p.detach().clone());
+    offsets.push_back(offsets.back() + p.numel());
+  }
+  int64_t n = 1;
+  for (auto _ : state) {
+    const float w = 1.0f / static_cast<float>(n + 1);
+    finetune_bench::parallel_chunks(offsets.back(), [&](int64_t begin, int64_t end) {
+      for (size_t t = 0; t < params.size(); ++t) {
+        const int64_t lo = std::max(begin, offsets[t]), hi = std::min(end, offsets[t + 1]);
+        if (lo >= hi) continue;
+        const float* p = params[t].data_ptr<float>() + (lo - offsets[t]);
+        float* a = averages[t].data_ptr<float>() + (lo - offsets[t]);
+        for (int64_t i = 0; i < hi - lo; ++i) a[i] += (p[i] - a[i]) * w;
+      }
+    });
+    ++n;
+    benchmark::ClobberMemory();
+  }
+  set_swa_bytes(state, numel(*model));
+}
+
+void BM_ScheduleStep200Groups(benchmark::State& state) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (int g = 0; g < 200; ++g) {
+    groups.emplace_back(std::vector<torch::Tensor>{torch::zeros({1}, torch::requires_grad())},
+                        std::make_unique<torch::optim::AdamWOptions>(1e-5 * (g + 1)));
+  }
+  torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(1e-5));
+  finetune::WarmupLinearSchedule schedule(optimizer,
+                                          finetune::WarmupLinearScheduleOptions(50, 1 << 30));
+  for (auto _ : state) schedule.step();
+}
+
+void BM_BuildLLRDGroupsRobertaBase(benchmark::State& state) {
+  auto model = roberta_base();
+  for (auto _ : state) {
+    finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(
+        *model, finetune::LayerwiseLROptions::article_layerwise());
+    benchmark::DoNotOptimize(llrd.size());
+  }
+}
+
+}  // namespace
+
+BENCHMARK(BM_SWAUpdate)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SWAFusedSinglePass)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ScheduleStep200Groups)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_BuildLLRDGroupsRobertaBase)->Unit(benchmark::kMicrosecond);
