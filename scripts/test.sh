@@ -35,6 +35,6 @@ for name in goldens build-torch2 ctest-torch2 build-torch1 ctest-torch1; do
 done
 for flavour in torch2 torch1; do
   cache=build/$flavour/CMakeCache.txt
-  [ -f "$cache" ] && printf '  %s: LibTorch from %s\n' "$flavour" "$(sed -n 's/^Torch_DIR:PATH=//p' "$cache")"
+  [ -f "$cache" ] && printf '  %s: LibTorch from %s\n' "$flavour" "$(sed -n 's/^Torch_DIR:[A-Z]*=//p' "$cache")"
 done
 exit $status

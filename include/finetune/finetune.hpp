@@ -6,4 +6,9 @@
 #pragma once
 
 #include "finetune/compat.hpp"
+#include "finetune/layerwise_lr.hpp"
+#include "finetune/lr_schedule.hpp"
+#include "finetune/periodic_evaluator.hpp"
+#include "finetune/reinit.hpp"
+#include "finetune/swa.hpp"
 #include "finetune/version.hpp"
