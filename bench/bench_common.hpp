@@ -4,9 +4,8 @@
 
 #include <torch/torch.h>
 
-#include <cstdlib>
-#include <string>
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>

@@ -4,8 +4,8 @@
 //   3  one WarmupLinearSchedule step over 200 param groups
 //   4  building the layer-wise LR groups for roberta-base's parameters
 #include <benchmark/benchmark.h>
-#include <finetune/finetune.hpp>
 #include <torch/torch.h>
+#include <finetune/finetune.hpp>
 
 #include "bench_common.hpp"
 

@@ -197,7 +197,9 @@ TEST_CASE("is_due follows the notebook's condition", "[periodic_evaluator]") {
 TEST_CASE("options are validated and bad folders are reported at construction",
           "[periodic_evaluator]") {
   TempDir dir;
-  auto make = [&](const PeriodicEvaluatorOptions& o) { PeriodicEvaluator e(o, nullptr, kIgnoreLog); };
+  auto make = [&](const PeriodicEvaluatorOptions& o) {
+    PeriodicEvaluator e(o, nullptr, kIgnoreLog);
+  };
   REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).eval_every(0)),
                       EVAL_CONTAINS("eval_every must be >= 1, got 0"));
   REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).patience(-1)),
@@ -206,9 +208,8 @@ TEST_CASE("options are validated and bad folders are reported at construction",
                       EVAL_CONTAINS("eval_every_from_epoch must be >= 0, got -2"));
   REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).checkpoint_name("a/b.pt")),
                       EVAL_CONTAINS("checkpoint_name"));
-  REQUIRE_THROWS_WITH(
-      make(PeriodicEvaluatorOptions(dir.path).averaged_checkpoint_name("best.pt")),
-      EVAL_CONTAINS("both 'best.pt'"));
+  REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions(dir.path).averaged_checkpoint_name("best.pt")),
+                      EVAL_CONTAINS("both 'best.pt'"));
   REQUIRE_THROWS_WITH(make(PeriodicEvaluatorOptions("")), EVAL_CONTAINS("checkpoint_dir"));
 
   const std::string missing = dir.file("no_such_folder");
@@ -238,9 +239,12 @@ TEST_CASE("best tracking: strict improvement, NaN never improves, both direction
   TempDir dir;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   auto run = [&](MetricMode mode, const std::vector<double>& values) {
-    PeriodicEvaluator evaluator(
-        PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0).patience(100).mode(mode),
-        nullptr, kIgnoreLog);
+    PeriodicEvaluator evaluator(PeriodicEvaluatorOptions(dir.path)
+                                    .eval_every(1)
+                                    .eval_every_from_epoch(0)
+                                    .patience(100)
+                                    .mode(mode),
+                                nullptr, kIgnoreLog);
     std::vector<bool> improved;
     for (size_t i = 0; i < values.size(); ++i) {
       evaluator.step(0, static_cast<int64_t>(i), static_cast<int64_t>(values.size()),
@@ -269,7 +273,10 @@ TEST_CASE("after early stopping step() keeps returning true and evaluates nothin
       PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0).patience(2),
       nullptr, [&](const std::string& l) { lines.push_back(l); });
   int calls = 0;
-  auto flat = [&] { ++calls; return 1.0; };
+  auto flat = [&] {
+    ++calls;
+    return 1.0;
+  };
   CHECK_FALSE(evaluator.step(0, 0, 10, flat));  // improves (first value)
   CHECK_FALSE(evaluator.step(0, 1, 10, flat));  // 1 without improvement
   CHECK_FALSE(evaluator.step(0, 2, 10, flat));  // 2 = patience, not more
@@ -289,7 +296,8 @@ TEST_CASE("checkpoints of a module load back with torch::load and hold the best 
   torch::manual_seed(0);
   torch::nn::Linear model(4, 3);
   PeriodicEvaluator evaluator(
-      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0), *model, kIgnoreLog);
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0), *model,
+      kIgnoreLog);
   const std::vector<double> metric = {0.9, 0.8, 0.85, 0.7, 0.75};
   std::vector<torch::Tensor> weights;
   for (int64_t i = 0; i < 5; ++i) {
@@ -311,13 +319,14 @@ TEST_CASE("checkpoints of a module load back with torch::load and hold the best 
 TEST_CASE("averaged weights are evaluated and saved on their own best", "[periodic_evaluator]") {
   TempDir dir;
   std::vector<std::string> lines;
-  PeriodicEvaluator evaluator(PeriodicEvaluatorOptions(dir.path)
-                                  .eval_every(2)
-                                  .eval_every_from_epoch(0)
-                                  .patience(1)
-                                  .history_format(HistoryFormat::jsonl),
-                              [](const std::string& p) { torch::save(torch::full({2}, 1.0), p); },
-                              [&](const std::string& l) { lines.push_back(l); });
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path)
+          .eval_every(2)
+          .eval_every_from_epoch(0)
+          .patience(1)
+          .history_format(HistoryFormat::jsonl),
+      [](const std::string& p) { torch::save(torch::full({2}, 1.0), p); },
+      [&](const std::string& l) { lines.push_back(l); });
   const std::vector<double> raw = {0.8, 0.9, 0.95, 0.97};
   const std::vector<double> averaged = {0.85, 0.6, 0.7, 0.5};
   size_t r = 0, a = 0;
@@ -326,8 +335,8 @@ TEST_CASE("averaged weights are evaluated and saved on their own best", "[period
   };
   bool stopped = false;
   for (int64_t i = 0; i < 8 && !stopped; ++i) {
-    stopped = evaluator.step(0, i, 8, [&] { return raw[r++]; }, [&] { return averaged[a++]; },
-                             save_averaged);
+    stopped = evaluator.step(
+        0, i, 8, [&] { return raw[r++]; }, [&] { return averaged[a++]; }, save_averaged);
   }
   // Raw: improves once, then 0.9, 0.95 make 2 > patience 1: stop at batch 4,
   // averaged improvements (0.6 at batch 2) do not reset the raw count.
@@ -420,7 +429,9 @@ TEST_CASE("state save/load: a fresh evaluator continues exactly like an uninterr
           "[periodic_evaluator]") {
   const int64_t batches = 9;
   const int64_t total = 6 * batches;
-  auto metric = [](int64_t s) { return 0.5 + 0.3 * std::exp(-s / 12.0) + 0.05 * std::sin(1.9 * s); };
+  auto metric = [](int64_t s) {
+    return 0.5 + 0.3 * std::exp(-s / 12.0) + 0.05 * std::sin(1.9 * s);
+  };
   int64_t current = 0;
   auto options = [](const std::string& d) {
     return PeriodicEvaluatorOptions(d).eval_every(3).eval_every_from_epoch(1).patience(4);

@@ -20,9 +20,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -42,7 +42,7 @@ using finetune::PeriodicEvaluatorOptions;
 
 namespace {
 
-constexpr int kAckFd = 3;                 // the child's end of the acknowledgement pipe
+constexpr int kAckFd = 3;                     // the child's end of the acknowledgement pipe
 constexpr int64_t kPayloadSize = 512 * 1024;  // int64 elements: 4 MiB per checkpoint
 constexpr int64_t kStride = 1000003;
 
@@ -152,11 +152,12 @@ struct Scenario {
   PeriodicEvaluator evaluator;
 
   explicit Scenario(const std::string& dir)
-      : evaluator(PeriodicEvaluatorOptions(dir).eval_every(3).eval_every_from_epoch(1).patience(8),
-                  [this](const std::string& p) {
-                    torch::save(torch::full({5}, static_cast<double>(current), torch::kDouble), p);
-                  },
-                  [this](const std::string& line) { lines.push_back(line); }) {}
+      : evaluator(
+            PeriodicEvaluatorOptions(dir).eval_every(3).eval_every_from_epoch(1).patience(8),
+            [this](const std::string& p) {
+              torch::save(torch::full({5}, static_cast<double>(current), torch::kDouble), p);
+            },
+            [this](const std::string& line) { lines.push_back(line); }) {}
 
   // Runs global steps first..last (1-based); true once the evaluator stops.
   bool run(int64_t first, int64_t last) {
@@ -293,9 +294,9 @@ TEST_CASE("SIGKILL at random moments never leaves a torn best checkpoint",
     }
   }
   // Not asserted (timing): how often the kill landed inside a write.
-  WARN("SIGKILL during a checkpoint write in " << mid_write_kills << " of " << kKills
-                                              << " runs; " << acknowledged_total
-                                              << " checkpoints acknowledged in all");
+  WARN("SIGKILL during a checkpoint write in " << mid_write_kills << " of " << kKills << " runs; "
+                                               << acknowledged_total
+                                               << " checkpoints acknowledged in all");
 }
 
 TEST_CASE("a run resumed in a new process from its saved state ends like an uninterrupted run",

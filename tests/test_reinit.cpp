@@ -14,10 +14,10 @@
 #include "catch.hpp"
 #include "golden.hpp"
 
-using finetune::ReinitTopLayers;
-using finetune::ReinitTopLayersOptions;
 using Catch::Matchers::WithinAbs;
 using Catch::Matchers::WithinRel;
+using finetune::ReinitTopLayers;
+using finetune::ReinitTopLayersOptions;
 
 #if FINETUNE_CATCH2_V3
 #define HasSubstring Catch::Matchers::ContainsSubstring
@@ -35,10 +35,12 @@ struct BlockImpl : torch::nn::Module {
     attention->push_back("query", torch::nn::Linear(h, h));
     attention->push_back("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h})));
     up = register_module("up", torch::nn::Linear(h, 4 * h));
-    down = register_module("down", torch::nn::Linear(torch::nn::LinearOptions(4 * h, h).bias(false)));
+    down =
+        register_module("down", torch::nn::Linear(torch::nn::LinearOptions(4 * h, h).bias(false)));
     norm = register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h})));
     table = register_module(
-        "table", torch::nn::Embedding(torch::nn::EmbeddingOptions(num_embeddings, h).padding_idx(1)));
+        "table",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(num_embeddings, h).padding_idx(1)));
     conv = register_module("conv", torch::nn::Conv1d(torch::nn::Conv1dOptions(2, 2, 1)));
     // Pretrained-looking values everywhere: nothing equals its init already.
     torch::NoGradGuard no_grad;
@@ -142,8 +144,8 @@ TEST_CASE("ReinitTopLayers re-initializes the top n blocks and the pooler", "[re
   CHECK(report.reset[4].path == "layer.5.down");
   CHECK(report.reset[5].path == "layer.5.LayerNorm");
   CHECK(report.reset[6].path == "layer.4.attention.query");
-  CHECK(report.skipped == std::vector<std::string>{"layer.5.table", "layer.5.conv",
-                                                   "layer.4.table", "layer.4.conv"});
+  CHECK(report.skipped ==
+        std::vector<std::string>{"layer.5.table", "layer.5.conv", "layer.4.table", "layer.4.conv"});
   int64_t elements = 0;
   for (const auto& e : report.reset) elements += e.elements;
   CHECK(report.elements == elements);
@@ -170,8 +172,8 @@ TEST_CASE("ReinitTopLayers: statistics on a large layer and other dtypes", "[rei
   }
   SECTION("embeddings on request, padding row zero") {
     Stack stack(3, 64);
-    const auto report = ReinitTopLayers(
-        ReinitTopLayersOptions(1).reinit_embeddings(true).seed(9))(stack.list);
+    const auto report =
+        ReinitTopLayers(ReinitTopLayersOptions(1).reinit_embeddings(true).seed(9))(stack.list);
     auto table = stack.list->ptr<BlockImpl>(2)->table->weight;
     CHECK(all_equal(table[1], 0.0));
     check_normal(torch::cat({table.slice(0, 0, 1), table.slice(0, 2)}), 0.02);

@@ -88,7 +88,8 @@ TEST_CASE("tokenizer gives RobertaTokenizerFast's ids on the text set", "[robert
   // Characters assigned in Unicode 15-16 are letters/digits to `tokenizers`
   // (Oniguruma, Unicode 16) but unassigned to a PCRE2 older than 10.45; the
   // pieces, hence a few ids, then differ (docs/tokenizer.md).
-  constexpr bool kPcre2KnowsUnicode16 = PCRE2_MAJOR > 10 || (PCRE2_MAJOR == 10 && PCRE2_MINOR >= 45);
+  constexpr bool kPcre2KnowsUnicode16 =
+      PCRE2_MAJOR > 10 || (PCRE2_MAJOR == 10 && PCRE2_MINOR >= 45);
   size_t checked = 0, skipped = 0;
   for (const auto& c : golden.at("cases")) {
     if (c.value("unicode_16", false) && !kPcre2KnowsUnicode16) {
@@ -97,7 +98,8 @@ TEST_CASE("tokenizer gives RobertaTokenizerFast's ids on the text set", "[robert
     }
     const bool raw = c.contains("bytes_hex");
     const std::string input = raw ? from_hex(c.at("bytes_hex")) : c.at("text").get<std::string>();
-    INFO("case " << checked << ": " << (raw ? "bytes " + c.at("bytes_hex").get<std::string>() : input));
+    INFO("case " << checked << ": "
+                 << (raw ? "bytes " + c.at("bytes_hex").get<std::string>() : input));
     const auto ids = ints(c.at("ids"));
 
     const auto full = tok.encode(input);
@@ -120,7 +122,7 @@ TEST_CASE("tokenizer gives RobertaTokenizerFast's ids on the text set", "[robert
   }
   if (skipped > 0) {
     WARN(skipped << " case(s) with Unicode 15-16 characters skipped: PCRE2 " << PCRE2_MAJOR << "."
-                  << PCRE2_MINOR << " predates Unicode 16");
+                 << PCRE2_MINOR << " predates Unicode 16");
   }
   CHECK(checked + skipped == golden.at("cases").size());
   CHECK(skipped <= 8);

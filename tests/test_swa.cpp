@@ -15,13 +15,13 @@
 #include "catch.hpp"
 #include "golden.hpp"
 
+using Catch::Matchers::WithinAbs;
+using Catch::Matchers::WithinRel;
 using finetune::AnnealStrategy;
 using finetune::SWALR;
 using finetune::SWALROptions;
 using finetune::SWAOptions;
 using finetune::SWAWrapper;
-using Catch::Matchers::WithinAbs;
-using Catch::Matchers::WithinRel;
 using nlohmann::json;
 
 // Catch2 v3 renamed the string matcher.
@@ -130,8 +130,9 @@ void check_lrs(const std::vector<double>& got, const json& want) {
 }
 
 SWALROptions swalr_options_of(const json& c) {
-  SWALROptions o = c.at("swa_lr").is_array() ? SWALROptions(c.at("swa_lr").get<std::vector<double>>())
-                                             : SWALROptions(c.at("swa_lr").get<double>());
+  SWALROptions o = c.at("swa_lr").is_array()
+                       ? SWALROptions(c.at("swa_lr").get<std::vector<double>>())
+                       : SWALROptions(c.at("swa_lr").get<double>());
   o.anneal_epochs(c.at("anneal_epochs").get<int64_t>());
   o.anneal_strategy(c.at("anneal_strategy").get<std::string>() == "cos" ? AnnealStrategy::cos
                                                                         : AnnealStrategy::linear);
@@ -194,8 +195,9 @@ TEST_CASE("update_bn matches PyTorch and restores momenta and mode", "[swa]") {
     CHECK(bn->num_batches_tracked.item<int64_t>() ==
           bn_golden.at("num_batches_tracked").get<int64_t>());
     torch::NoGradGuard no_grad;
-    const auto probe = from_json(bn_golden.at("probe"), torch::empty(
-        bn_golden.at("probe_shape").get<std::vector<int64_t>>()));
+    const auto probe =
+        from_json(bn_golden.at("probe"),
+                  torch::empty(bn_golden.at("probe_shape").get<std::vector<int64_t>>()));
     check_state({{"out", model->forward(probe)}}, {{"out", bn_golden.at("probe_output")}});
   }
   // The training weights are back, the recomputed statistics stay averaged.
@@ -209,8 +211,8 @@ TEST_CASE("update_bn matches PyTorch and restores momenta and mode", "[swa]") {
 
 TEST_CASE("update_bn: no BatchNorm is a no-op; an exception restores the state", "[swa]") {
   SECTION("no BatchNorm") {
-    torch::nn::Sequential model(torch::nn::Linear(3, 2), torch::nn::LayerNorm(
-                                                              torch::nn::LayerNormOptions({2})));
+    torch::nn::Sequential model(torch::nn::Linear(3, 2),
+                                torch::nn::LayerNorm(torch::nn::LayerNormOptions({2})));
     model->eval();
     bool called = false;
     finetune::update_bn(*model, [&] { called = true; });
@@ -407,8 +409,7 @@ TEST_CASE("SWAWrapper save/load resumes the average exactly", "[swa]") {
   }
 }
 
-TEST_CASE("swap_in: evaluate and save the averages, training weights always come back",
-          "[swa]") {
+TEST_CASE("swap_in: evaluate and save the averages, training weights always come back", "[swa]") {
   auto model = make_model();
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
   SWAWrapper swa(*model);
@@ -483,10 +484,9 @@ TEST_CASE("SWAWrapper and SWALR reject bad input", "[swa]") {
                       HasSubstring("ema_decay must be in [0, 1], got 1.5"));
   REQUIRE_THROWS_AS(SWAWrapper(*model, SWAOptions().ema_decay(-0.1)), std::invalid_argument);
   SWAWrapper swa(*model);
-  torch::nn::Sequential other(torch::nn::Linear(4, 6), torch::nn::LayerNorm(
-                                                           torch::nn::LayerNormOptions({6})));
-  REQUIRE_THROWS_WITH(swa.update(*other),
-                      HasSubstring("the module has 4 parameters and buffers"));
+  torch::nn::Sequential other(torch::nn::Linear(4, 6),
+                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({6})));
+  REQUIRE_THROWS_WITH(swa.update(*other), HasSubstring("the module has 4 parameters and buffers"));
   torch::nn::Sequential wider(torch::nn::Linear(4, 7),
                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({6})),
                               torch::nn::BatchNorm1d(6), torch::nn::Linear(6, 3));
@@ -500,8 +500,7 @@ TEST_CASE("SWAWrapper and SWALR reject bad input", "[swa]") {
   auto opt = make_sgd({0.1, 0.2}, params);
   REQUIRE_THROWS_WITH(SWALR(opt, SWALROptions(std::vector<double>{0.1, 0.2, 0.3})),
                       HasSubstring("expected 1 or 2 values for swa_lr"));
-  REQUIRE_THROWS_WITH(SWALR(opt, SWALROptions(0.1).anneal_epochs(-1)),
-                      HasSubstring("got -1"));
+  REQUIRE_THROWS_WITH(SWALR(opt, SWALROptions(0.1).anneal_epochs(-1)), HasSubstring("got -1"));
   REQUIRE_THROWS_AS(SWALR(opt, SWALROptions(-0.1)), std::invalid_argument);
   REQUIRE_THROWS_AS(SWALR(opt, SWALROptions(std::nan(""))), std::invalid_argument);
 }

@@ -1,9 +1,9 @@
 // `roberta_regression demo`: what `make demo` runs.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 namespace roberta_regression {
 

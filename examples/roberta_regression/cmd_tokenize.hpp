@@ -27,7 +27,8 @@ inline void add_tokenize_command(CLI::App& app) {
     bool add_prefix_space = false;
   };
   auto args = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("tokenize", "RoBERTa byte-level BPE ids of each stdin line, as JSON");
+  auto* cmd =
+      app.add_subcommand("tokenize", "RoBERTa byte-level BPE ids of each stdin line, as JSON");
 #ifdef ROBERTA_BPE_DIR
   args->vocab = std::string(ROBERTA_BPE_DIR) + "/vocab.json";
   args->merges = std::string(ROBERTA_BPE_DIR) + "/merges.txt";

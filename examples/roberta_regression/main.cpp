@@ -2,8 +2,8 @@
 // Each subcommand lives in its own cmd_<name>.hpp and registers itself here.
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <thread>

@@ -128,7 +128,7 @@ class RobertaTokenizer {
   std::vector<std::string> id_to_token_;
   std::unordered_map<uint64_t, Merge> merges_;
   std::array<int32_t, 256> byte_ids_{};
-  std::array<std::string, 256> byte_chars_;  // GPT-2's bytes_to_unicode, UTF-8
+  std::array<std::string, 256> byte_chars_;           // GPT-2's bytes_to_unicode, UTF-8
   std::unordered_map<uint32_t, uint8_t> char_bytes_;  // its inverse
   std::vector<std::pair<std::string, int32_t>> specials_;
   std::vector<bool> is_special_;
@@ -148,20 +148,40 @@ inline bool replace_invalid_utf8(std::string_view text, std::string& out) {
     // Returns true for a valid sequence at i (length in `valid`); otherwise
     // `valid` is the length of the maximal invalid subpart (at least 1).
     const unsigned char c = s[i];
-    if (c < 0x80) { valid = 1; return true; }
+    if (c < 0x80) {
+      valid = 1;
+      return true;
+    }
     size_t need = 0;
     unsigned char lo = 0x80, hi = 0xBF;  // range of the first continuation byte
-    if (c >= 0xC2 && c <= 0xDF) { need = 1; }
-    else if (c == 0xE0) { need = 2; lo = 0xA0; }
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) { need = 2; }
-    else if (c == 0xED) { need = 2; hi = 0x9F; }
-    else if (c == 0xF0) { need = 3; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) { need = 3; }
-    else if (c == 0xF4) { need = 3; hi = 0x8F; }
-    else { valid = 1; return false; }
+    if (c >= 0xC2 && c <= 0xDF) {
+      need = 1;
+    } else if (c == 0xE0) {
+      need = 2;
+      lo = 0xA0;
+    } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+      need = 2;
+    } else if (c == 0xED) {
+      need = 2;
+      hi = 0x9F;
+    } else if (c == 0xF0) {
+      need = 3;
+      lo = 0x90;
+    } else if (c >= 0xF1 && c <= 0xF3) {
+      need = 3;
+    } else if (c == 0xF4) {
+      need = 3;
+      hi = 0x8F;
+    } else {
+      valid = 1;
+      return false;
+    }
     for (size_t k = 1; k <= need; ++k) {
       const unsigned char lo_k = k == 1 ? lo : 0x80, hi_k = k == 1 ? hi : 0xBF;
-      if (i + k >= n || s[i + k] < lo_k || s[i + k] > hi_k) { valid = k; return false; }
+      if (i + k >= n || s[i + k] < lo_k || s[i + k] > hi_k) {
+        valid = k;
+        return false;
+      }
     }
     valid = need + 1;
     return true;
@@ -232,8 +252,11 @@ inline std::array<uint32_t, 256> bytes_to_unicode() {
 /// White_Space property, which is what Oniguruma (Rust `tokenizers`) and
 /// Python's `regex` use; PCRE2's \s under UCP would also take U+180E.
 inline const char* pretokenize_pattern() {
-#define ROBERTA_WS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-  return "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" ROBERTA_WS "\\p{L}\\p{N}]+"
+#define ROBERTA_WS       \
+  "\\t\\n\\x{0B}\\f\\r " \
+  "\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+  return "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" ROBERTA_WS
+         "\\p{L}\\p{N}]+"
          "|[" ROBERTA_WS "]+(?![^" ROBERTA_WS "])|[" ROBERTA_WS "]+";
 #undef ROBERTA_WS
 }
@@ -279,7 +302,8 @@ inline void RobertaTokenizer::load_vocab(const std::string& path) {
     }
     if (used[static_cast<size_t>(id)]) {
       throw std::invalid_argument(path + ": key '" + token + "': id " + std::to_string(id) +
-                                  " already used by '" + id_to_token_[static_cast<size_t>(id)] + "'");
+                                  " already used by '" + id_to_token_[static_cast<size_t>(id)] +
+                                  "'");
     }
     used[static_cast<size_t>(id)] = true;
     id_to_token_[static_cast<size_t>(id)] = token;
@@ -384,9 +408,15 @@ inline std::vector<int64_t> RobertaTokenizer::tokenize(std::string_view text) {
   while ((pos = text.find('<', pos)) != std::string_view::npos) {
     const std::pair<std::string, int32_t>* hit = nullptr;
     for (const auto& s : specials_) {
-      if (text.compare(pos, s.first.size(), s.first) == 0) { hit = &s; break; }
+      if (text.compare(pos, s.first.size(), s.first) == 0) {
+        hit = &s;
+        break;
+      }
     }
-    if (hit == nullptr) { ++pos; continue; }
+    if (hit == nullptr) {
+      ++pos;
+      continue;
+    }
     encode_segment(text.substr(start, pos - start), out);
     out.push_back(hit->second);
     pos += hit->first.size();
@@ -439,7 +469,8 @@ inline void RobertaTokenizer::encode_word(std::string_view word, std::vector<int
   std::vector<int32_t> ids;
   bpe(word, ids);
   out.insert(out.end(), ids.begin(), ids.end());
-  if (cacheable && cache_.size() < options_.cache_capacity) cache_.emplace(std::move(key), std::move(ids));
+  if (cacheable && cache_.size() < options_.cache_capacity)
+    cache_.emplace(std::move(key), std::move(ids));
 }
 
 // Rank-ordered merging with a heap, as `tokenizers`' BPE::merge_word: always
@@ -499,8 +530,10 @@ inline void RobertaTokenizer::bpe(std::string_view word, std::vector<int32_t>& o
 
 inline Encoding RobertaTokenizer::encode(std::string_view text, int64_t max_length) {
   if (max_length < 0 || max_length == 1) {
-    throw std::invalid_argument("max_length must be 0 (no truncation or padding) or at least 2 "
-                                "(room for <s> and </s>), got " + std::to_string(max_length));
+    throw std::invalid_argument(
+        "max_length must be 0 (no truncation or padding) or at least 2 "
+        "(room for <s> and </s>), got " +
+        std::to_string(max_length));
   }
   std::vector<int64_t> tokens = tokenize(text);
   if (max_length > 0 && static_cast<int64_t>(tokens.size()) > max_length - 2) {
@@ -515,7 +548,8 @@ inline Encoding RobertaTokenizer::encode(std::string_view text, int64_t max_leng
   e.input_ids.push_back(eos_id_);
   e.input_ids.resize(total, pad_id_);
   e.attention_mask.assign(total, 0);
-  std::fill(e.attention_mask.begin(), e.attention_mask.begin() + static_cast<std::ptrdiff_t>(length), 1);
+  std::fill(e.attention_mask.begin(),
+            e.attention_mask.begin() + static_cast<std::ptrdiff_t>(length), 1);
   return e;
 }
 
@@ -524,7 +558,8 @@ inline std::string RobertaTokenizer::decode(const std::vector<int64_t>& ids,
   std::string bytes;
   for (const int64_t id : ids) {
     if (id < 0 || id >= vocab_size()) {
-      throw std::invalid_argument("decode: id " + std::to_string(id) + " outside the vocabulary (0.." +
+      throw std::invalid_argument("decode: id " + std::to_string(id) +
+                                  " outside the vocabulary (0.." +
                                   std::to_string(vocab_size() - 1) + ")");
     }
     if (skip_special_tokens && is_special_[static_cast<size_t>(id)]) continue;
@@ -535,7 +570,10 @@ inline std::string RobertaTokenizer::decode(const std::vector<int64_t>& ids,
     bool all_bytes = true;
     for (size_t i = 0; i < token.size();) {
       const auto it = char_bytes_.find(detail::next_code_point(token, i));
-      if (it == char_bytes_.end()) { all_bytes = false; break; }
+      if (it == char_bytes_.end()) {
+        all_bytes = false;
+        break;
+      }
       bytes += static_cast<char>(it->second);
     }
     if (!all_bytes) {

@@ -113,13 +113,13 @@ struct PeriodicEvaluatorOptions {
 
 /// One evaluation, as written to the history.
 struct EvaluationRecord {
-  int64_t epoch = 0;         ///< epoch as passed to step()
-  int64_t batch = 0;         ///< batch index (0-based) as passed to step()
-  int64_t step = 0;          ///< global step: step() calls so far, this one included
-  std::string weights;       ///< "raw" or "averaged"
-  double metric = 0.0;       ///< the value evaluate() returned
-  double best = 0.0;         ///< best value of these weights so far, this one included
-  bool improved = false;     ///< strictly better than the best before (checkpoint saved)
+  int64_t epoch = 0;      ///< epoch as passed to step()
+  int64_t batch = 0;      ///< batch index (0-based) as passed to step()
+  int64_t step = 0;       ///< global step: step() calls so far, this one included
+  std::string weights;    ///< "raw" or "averaged"
+  double metric = 0.0;    ///< the value evaluate() returned
+  double best = 0.0;      ///< best value of these weights so far, this one included
+  bool improved = false;  ///< strictly better than the best before (checkpoint saved)
 };
 
 /// Frequent evaluation with best checkpoints and early stopping, plugged into
@@ -295,8 +295,8 @@ inline void fsync_path(const std::string& path, int flags) {
     fd = ::open(path.c_str(), flags | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) {
-    throw std::runtime_error("finetune: cannot open '" + path + "' to fsync: " +
-                             errno_message(errno));
+    throw std::runtime_error("finetune: cannot open '" + path +
+                             "' to fsync: " + errno_message(errno));
   }
   int rc;
   do {
@@ -345,8 +345,7 @@ inline void require_writable_folder(const std::string& folder, const char* what)
                                 "' is not a folder");
   }
   const std::string probe =
-      (std::filesystem::path(folder) / (".finetune_probe." + std::to_string(::getpid())))
-          .string();
+      (std::filesystem::path(folder) / (".finetune_probe." + std::to_string(::getpid()))).string();
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
@@ -378,7 +377,8 @@ torch::Tensor state_tensor(T value, torch::Dtype dtype) {
 inline void atomic_write_file(const std::string& path,
                               const std::function<void(const std::string&)>& writer) {
   if (path.empty()) throw std::invalid_argument("finetune: atomic_write_file: empty path");
-  if (!writer) throw std::invalid_argument("finetune: atomic_write_file: empty writer for '" + path + "'");
+  if (!writer)
+    throw std::invalid_argument("finetune: atomic_write_file: empty writer for '" + path + "'");
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   try {
     writer(tmp);
@@ -542,8 +542,9 @@ inline bool PeriodicEvaluator::is_due(int64_t epoch, int64_t batch,
   if (epoch < 0 || batches_in_epoch < 1 || batch < 0 || batch >= batches_in_epoch) {
     throw std::invalid_argument(
         "finetune: PeriodicEvaluator: need epoch >= 0, batches_in_epoch >= 1 and "
-        "0 <= batch < batches_in_epoch; got epoch " + std::to_string(epoch) + ", batch " +
-        std::to_string(batch) + ", batches_in_epoch " + std::to_string(batches_in_epoch));
+        "0 <= batch < batches_in_epoch; got epoch " +
+        std::to_string(epoch) + ", batch " + std::to_string(batch) + ", batches_in_epoch " +
+        std::to_string(batches_in_epoch));
   }
   const bool last_batch = batch + 1 == batches_in_epoch;
   if (epoch < options_.eval_every_from_epoch()) return last_batch;
@@ -561,8 +562,7 @@ inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batche
 }
 
 inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batches_in_epoch,
-                                    const EvaluateFn& evaluate,
-                                    const EvaluateFn& evaluate_averaged,
+                                    const EvaluateFn& evaluate, const EvaluateFn& evaluate_averaged,
                                     const SaveFn& save_averaged) {
   const bool due = is_due(epoch, batch, batches_in_epoch);  // validates the arguments
   if (!evaluate) throw std::invalid_argument("finetune: PeriodicEvaluator::step: empty evaluate");
@@ -638,9 +638,9 @@ inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
   const bool csv = options_.history_format() == HistoryFormat::csv;
   if (csv && history_bytes_ == 0) text += "epoch,batch,step,weights,metric,best,improved\n";
   if (csv) {
-    text += std::to_string(r.epoch) + "," + std::to_string(r.batch) + "," +
-            std::to_string(r.step) + "," + r.weights + "," + detail::format_double_exact(r.metric) +
-            "," + detail::format_double_exact(r.best) + "," + (r.improved ? "1" : "0") + "\n";
+    text += std::to_string(r.epoch) + "," + std::to_string(r.batch) + "," + std::to_string(r.step) +
+            "," + r.weights + "," + detail::format_double_exact(r.metric) + "," +
+            detail::format_double_exact(r.best) + "," + (r.improved ? "1" : "0") + "\n";
   } else {
     text += "{\"epoch\":" + std::to_string(r.epoch) + ",\"batch\":" + std::to_string(r.batch) +
             ",\"step\":" + std::to_string(r.step) + ",\"weights\":\"" + r.weights +
@@ -656,8 +656,9 @@ inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
 inline void PeriodicEvaluator::save(torch::serialize::OutputArchive& archive) const {
   // Flat keys with a prefix (archive keys may not contain dots), so the state
   // can share an archive with the model's or optimizer's.
-  archive.write("periodic_evaluator_mode",
-                detail::state_tensor<int64_t>(options_.mode() == MetricMode::min ? 0 : 1, torch::kLong));
+  archive.write(
+      "periodic_evaluator_mode",
+      detail::state_tensor<int64_t>(options_.mode() == MetricMode::min ? 0 : 1, torch::kLong));
   archive.write("periodic_evaluator_best", detail::state_tensor<double>(best_, torch::kDouble));
   archive.write("periodic_evaluator_best_averaged",
                 detail::state_tensor<double>(best_averaged_, torch::kDouble));
@@ -711,8 +712,8 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
     const bool exists = std::filesystem::exists(path, ec);
     const int64_t size = exists ? static_cast<int64_t>(std::filesystem::file_size(path, ec)) : 0;
     if (ec || size < bytes) {
-      throw std::invalid_argument("finetune: PeriodicEvaluator::load: history '" + path +
-                                  "' has " + std::to_string(size) + " bytes, the state expects " +
+      throw std::invalid_argument("finetune: PeriodicEvaluator::load: history '" + path + "' has " +
+                                  std::to_string(size) + " bytes, the state expects " +
                                   std::to_string(bytes));
     }
     close_history();

@@ -59,8 +59,8 @@ struct ReinitReport {
     std::string kind;  ///< "Linear", "LayerNorm" or "Embedding"
     int64_t elements;  ///< parameter elements written
   };
-  std::vector<Entry> reset;          ///< in the order they were initialized
-  std::vector<std::string> skipped;  ///< modules with own parameters of other types, untouched
+  std::vector<Entry> reset;            ///< in the order they were initialized
+  std::vector<std::string> skipped;    ///< modules with own parameters of other types, untouched
   std::vector<int64_t> layer_indices;  ///< stack indices re-initialized, top first
   int64_t linear = 0;
   int64_t layer_norm = 0;
@@ -92,8 +92,7 @@ class ReinitTopLayers {
   /// every normal draw instead of seed/default (must be on the parameters'
   /// device type). Throws std::invalid_argument when n exceeds the stack.
   ReinitReport operator()(const std::vector<std::shared_ptr<torch::nn::Module>>& layers,
-                          const NamedModules& extra = {},
-                          at::Generator generator = {}) const;
+                          const NamedModules& extra = {}, at::Generator generator = {}) const;
   /// Same for a torch::nn::ModuleList.
   ReinitReport operator()(const torch::nn::ModuleList& layers, const NamedModules& extra = {},
                           at::Generator generator = {}) const;
@@ -144,9 +143,8 @@ struct ReinitTopLayers::Draw {
   at::Generator for_tensor(const torch::Tensor& t, const std::string& path) {
     if (given.defined()) {
       if (given.device().type() != t.device().type()) {
-        throw std::invalid_argument("ReinitTopLayers: the generator is on " +
-                                    given.device().str() + " but '" + path + "' is on " +
-                                    t.device().str());
+        throw std::invalid_argument("ReinitTopLayers: the generator is on " + given.device().str() +
+                                    " but '" + path + "' is on " + t.device().str());
       }
       return given;
     }
@@ -245,7 +243,8 @@ inline ReinitReport ReinitTopLayers::operator()(
   ReinitReport report;
   if (n == 0) return report;
   for (const auto& [name, module] : extra) {
-    if (!module) throw std::invalid_argument("ReinitTopLayers: extra module '" + name + "' is null");
+    if (!module)
+      throw std::invalid_argument("ReinitTopLayers: extra module '" + name + "' is null");
   }
   for (int64_t i = size - n; i < size; ++i) {
     if (!layers[static_cast<size_t>(i)]) {

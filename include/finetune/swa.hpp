@@ -119,8 +119,7 @@ class SWAWrapper {
     size_t num_parameters = 0;
   };
   static Collected collect(const torch::nn::Module& module);
-  Collected checked(const torch::nn::Module& module, const char* caller,
-                    bool same_device) const;
+  Collected checked(const torch::nn::Module& module, const char* caller, bool same_device) const;
 
   SWAOptions options_;
   std::vector<std::string> names_;
@@ -288,35 +287,32 @@ inline SWAWrapper::SWAWrapper(const torch::nn::Module& module, SWAOptions option
 }
 
 inline SWAWrapper::Collected SWAWrapper::checked(const torch::nn::Module& module,
-                                                 const char* caller,
-                                                 bool same_device) const {
+                                                 const char* caller, bool same_device) const {
   Collected c = collect(module);
   if (c.tensors.size() != averages_.size()) {
-    throw std::invalid_argument(std::string(caller) + ": the module has " +
-                                std::to_string(c.tensors.size()) +
-                                " parameters and buffers, the averaged copy has " +
-                                std::to_string(averages_.size()));
+    throw std::invalid_argument(
+        std::string(caller) + ": the module has " + std::to_string(c.tensors.size()) +
+        " parameters and buffers, the averaged copy has " + std::to_string(averages_.size()));
   }
   for (size_t i = 0; i < averages_.size(); ++i) {
     const auto& a = averages_[i];
     const auto& t = c.tensors[i];
     if (c.names[i] != names_[i]) {
-      throw std::invalid_argument(std::string(caller) + ": tensor " + std::to_string(i) +
-                                  " is '" + c.names[i] + "' in the module but '" +
-                                  names_[i] + "' in the averaged copy");
+      throw std::invalid_argument(std::string(caller) + ": tensor " + std::to_string(i) + " is '" +
+                                  c.names[i] + "' in the module but '" + names_[i] +
+                                  "' in the averaged copy");
     }
     if (t.sizes() != a.sizes() || t.scalar_type() != a.scalar_type()) {
-      throw std::invalid_argument(std::string(caller) + ": '" + names_[i] + "' is " +
-                                  detail::swa_shape(t) + " " +
-                                  std::string(c10::toString(t.scalar_type())) +
-                                  " in the module but " + detail::swa_shape(a) + " " +
-                                  std::string(c10::toString(a.scalar_type())) +
-                                  " in the averaged copy");
+      throw std::invalid_argument(
+          std::string(caller) + ": '" + names_[i] + "' is " + detail::swa_shape(t) + " " +
+          std::string(c10::toString(t.scalar_type())) + " in the module but " +
+          detail::swa_shape(a) + " " + std::string(c10::toString(a.scalar_type())) +
+          " in the averaged copy");
     }
     if (same_device && t.device() != a.device()) {
       throw std::invalid_argument(std::string(caller) + ": '" + names_[i] + "' is on " +
-                                  t.device().str() + " but its average on " +
-                                  a.device().str() + " (SWAOptions::device)");
+                                  t.device().str() + " but its average on " + a.device().str() +
+                                  " (SWAOptions::device)");
     }
   }
   return c;
@@ -324,8 +320,9 @@ inline SWAWrapper::Collected SWAWrapper::checked(const torch::nn::Module& module
 
 inline void SWAWrapper::update(const torch::nn::Module& module) {
   if (swapped_in_) {
-    throw std::invalid_argument("SWAWrapper::update: the averages are swapped into a module; "
-                                "destroy or restore() the SwapGuard first");
+    throw std::invalid_argument(
+        "SWAWrapper::update: the averages are swapped into a module; "
+        "destroy or restore() the SwapGuard first");
   }
   Collected c = checked(module, "SWAWrapper::update", /*same_device=*/false);
   torch::NoGradGuard no_grad;
@@ -435,8 +432,9 @@ inline c10::IValue swa_read(torch::serialize::InputArchive& archive, const std::
 
 inline void SWAWrapper::save(torch::serialize::OutputArchive& archive) const {
   if (swapped_in_) {
-    throw std::invalid_argument("SWAWrapper::save: the averages are swapped in; save after "
-                                "the SwapGuard restored the training weights");
+    throw std::invalid_argument(
+        "SWAWrapper::save: the averages are swapped in; save after "
+        "the SwapGuard restored the training weights");
   }
   archive.write("swa_n_averaged", c10::IValue(n_averaged_));
   // -1: no decay (SWA); a None attribute does not survive every LibTorch.
@@ -582,9 +580,9 @@ inline void SWALR::step() {
   auto& groups = optimizer_.param_groups();
   const auto& lrs = options_.swa_lr();
   if (lrs.size() != 1 && lrs.size() != groups.size()) {
-    throw std::invalid_argument("SWALR::step: the optimizer has " +
-                                std::to_string(groups.size()) + " param groups but " +
-                                std::to_string(lrs.size()) + " swa_lr values were given");
+    throw std::invalid_argument("SWALR::step: the optimizer has " + std::to_string(groups.size()) +
+                                " param groups but " + std::to_string(lrs.size()) +
+                                " swa_lr values were given");
   }
   ++step_count_;
   // SWALR.get_lr, term by term in Python's order.
@@ -592,8 +590,7 @@ inline void SWALR::step() {
   const int64_t epochs = options_.anneal_epochs();
   if (epochs == 0) step = std::max<int64_t>(1, step);
   const double span = static_cast<double>(std::max<int64_t>(1, epochs));
-  const double prev_t =
-      std::max(0.0, std::min(1.0, static_cast<double>(step - 1) / span));
+  const double prev_t = std::max(0.0, std::min(1.0, static_cast<double>(step - 1) / span));
   const double prev_alpha = anneal(prev_t);
   const double t = std::max(0.0, std::min(1.0, static_cast<double>(step) / span));
   const double alpha = anneal(t);
@@ -624,7 +621,8 @@ inline void SWALR::load(torch::serialize::InputArchive& archive) {
   const char* who = "SWALR::load";
   SWALROptions loaded(detail::swa_read(archive, "swalr_swa_lr", who).toDoubleVector());
   loaded.anneal_epochs(detail::swa_read(archive, "swalr_anneal_epochs", who).toInt());
-  const std::string strategy = detail::swa_read(archive, "swalr_anneal_strategy", who).toStringRef();
+  const std::string strategy =
+      detail::swa_read(archive, "swalr_anneal_strategy", who).toStringRef();
   if (strategy != "cos" && strategy != "linear") {
     throw std::invalid_argument(std::string(who) + ": unknown anneal_strategy '" + strategy + "'");
   }
@@ -638,8 +636,8 @@ inline void SWALR::load(torch::serialize::InputArchive& archive) {
   auto last_lr = detail::swa_read(archive, "swalr_last_lr", who).toDoubleVector();
   auto& groups = optimizer_.param_groups();
   if (last_lr.size() != groups.size()) {
-    throw std::invalid_argument(std::string(who) + ": saved for " +
-                                std::to_string(last_lr.size()) + " param groups, the optimizer has " +
+    throw std::invalid_argument(std::string(who) + ": saved for " + std::to_string(last_lr.size()) +
+                                " param groups, the optimizer has " +
                                 std::to_string(groups.size()));
   }
   options_ = std::move(loaded);

@@ -1,8 +1,8 @@
 // A user's program: it takes finetune through the package (find_package,
 // add_subdirectory or FetchContent) and composes all five techniques in its
 // own training loop. The README's example is this file's main().
-#include <finetune/finetune.hpp>
 #include <torch/torch.h>
+#include <finetune/finetune.hpp>
 
 #include <filesystem>
 #include <iostream>
@@ -25,7 +25,8 @@ struct TinyRegressorImpl : torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& ids) {
     auto h = embeddings(ids).mean(1);
-    for (const auto& block : *encoder->layer) h = torch::gelu(block->as<torch::nn::Linear>()->forward(h));
+    for (const auto& block : *encoder->layer)
+      h = torch::gelu(block->as<torch::nn::Linear>()->forward(h));
     return regressor(torch::tanh(pooler(h))).squeeze(-1);
   }
   torch::nn::Embedding embeddings{100, 8};
@@ -76,7 +77,8 @@ int main() {
   for (int64_t epoch = 0; epoch < epochs && !evaluator.should_stop(); ++epoch) {
     for (int64_t i = 0; i < batches; ++i) {
       const auto rows = torch::arange(i * batch_size, (i + 1) * batch_size);
-      const auto loss = torch::sqrt(torch::mse_loss(model(ids.index({rows})), target.index({rows})));
+      const auto loss =
+          torch::sqrt(torch::mse_loss(model(ids.index({rows})), target.index({rows})));
       optimizer.zero_grad();
       loss.backward();
       optimizer.step();
@@ -87,14 +89,17 @@ int main() {
       } else {
         schedule.step();
       }
-      const bool stop =
-          in_swa ? evaluator.step(epoch, i, batches, validate,
-                                  [&] { auto averaged = swa.swap_in(*model); return validate(); },
-                                  [&](const std::string& path) {
-                                    auto averaged = swa.swap_in(*model);
-                                    torch::save(model, path);
-                                  })
-                 : evaluator.step(epoch, i, batches, validate);
+      const bool stop = in_swa ? evaluator.step(
+                                     epoch, i, batches, validate,
+                                     [&] {
+                                       auto averaged = swa.swap_in(*model);
+                                       return validate();
+                                     },
+                                     [&](const std::string& path) {
+                                       auto averaged = swa.swap_in(*model);
+                                       torch::save(model, path);
+                                     })
+                               : evaluator.step(epoch, i, batches, validate);
       if (stop) break;
     }
   }
