@@ -13,6 +13,7 @@
 #include "catch.hpp"
 #include "finetune/layerwise_lr.hpp"
 #include "golden.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -76,21 +77,10 @@ void require_same_per_param(const LayerwiseLRGroups<O>& ours, const json& theirs
   CHECK(seen == expected_params);
 }
 
-template <typename F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "<no std::invalid_argument>";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 }  // namespace
+
+using finetune_test::contains;
+using finetune_test::invalid_argument_message;
 
 TEST_CASE("layer-wise LLRD reproduces the notebook's groups, lrs and weight decay",
           "[layerwise_lr]") {

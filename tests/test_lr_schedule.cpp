@@ -13,6 +13,7 @@
 #include "finetune/layerwise_lr.hpp"
 #include "finetune/lr_schedule.hpp"
 #include "golden.hpp"
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -108,21 +109,10 @@ const char* const kCases[] = {
     "inverse_sqrt_none_w0",
 };
 
-template <typename F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "<no std::invalid_argument>";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 }  // namespace
+
+using finetune_test::contains;
+using finetune_test::invalid_argument_message;
 
 TEST_CASE("every schedule, LLRD mode and warm-up matches HF + LambdaLR at every step",
           "[lr_schedule]") {

@@ -24,6 +24,7 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
+#include "test_helpers.hpp"
 
 // String matcher spelled differently by Catch2 v2 and v3.
 #if FINETUNE_CATCH2_V3
@@ -40,23 +41,7 @@ using finetune::PeriodicEvaluatorOptions;
 
 namespace {
 
-// A fresh folder under the system temp dir, removed at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "finetune_evaluator_XXXXXX").string();
-    std::vector<char> buffer(pattern.begin(), pattern.end());
-    buffer.push_back('\0');
-    if (::mkdtemp(buffer.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = buffer.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
-};
+using finetune_test::TempDir;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "test_helpers.hpp"
 
 extern char** environ;
 
@@ -46,21 +47,7 @@ constexpr int kAckFd = 3;                     // the child's end of the acknowle
 constexpr int64_t kPayloadSize = 512 * 1024;  // int64 elements: 4 MiB per checkpoint
 constexpr int64_t kStride = 1000003;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "finetune_evaluator_XXXXXX").string();
-    std::vector<char> buffer(pattern.begin(), pattern.end());
-    buffer.push_back('\0');
-    if (::mkdtemp(buffer.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path = buffer.data();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path) / name).string(); }
-};
+using finetune_test::TempDir;
 
 std::string env_or_empty(const char* name) {
   const char* value = std::getenv(name);

@@ -19,11 +19,7 @@ using Catch::Matchers::WithinRel;
 using finetune::ReinitTopLayers;
 using finetune::ReinitTopLayersOptions;
 
-#if FINETUNE_CATCH2_V3
-#define HasSubstring Catch::Matchers::ContainsSubstring
-#else
-#define HasSubstring Catch::Matchers::Contains
-#endif
+using finetune_test::HasSubstring;
 
 namespace {
 

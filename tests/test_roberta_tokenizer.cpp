@@ -15,6 +15,7 @@
 #include "catch.hpp"
 #include "golden.hpp"
 #include "test_config.hpp"
+#include "test_helpers.hpp"
 #include "tokenizer.hpp"
 
 namespace {
@@ -67,10 +68,6 @@ std::string load_error(const std::string& vocab, const std::string& merges) {
     return e.what();
   }
   return "";
-}
-
-bool has(const std::string& message, const std::string& part) {
-  return message.find(part) != std::string::npos;
 }
 
 }  // namespace
@@ -174,16 +171,18 @@ TEST_CASE("tokenizer rejects bad vocabulary and merges files", "[roberta][tokeni
   REQUIRE(load_error(good_vocab.path, merges).empty());
 
   SECTION("missing files") {
-    CHECK(has(load_error("/nonexistent/vocab.json", merges), "/nonexistent/vocab.json"));
-    CHECK(has(load_error(good_vocab.path, "/nonexistent/merges.txt"), "/nonexistent/merges.txt"));
+    CHECK(finetune_test::contains(load_error("/nonexistent/vocab.json", merges),
+                                  "/nonexistent/vocab.json"));
+    CHECK(finetune_test::contains(load_error(good_vocab.path, "/nonexistent/merges.txt"),
+                                  "/nonexistent/merges.txt"));
   }
   SECTION("malformed JSON") {
     const TempFile bad("vocab_bad.json", vocab_text.substr(0, 1000));
     const std::string e = load_error(bad.path, merges);
-    CHECK(has(e, bad.path));
-    CHECK(has(e, "not valid JSON"));
+    CHECK(finetune_test::contains(e, bad.path));
+    CHECK(finetune_test::contains(e, "not valid JSON"));
     const TempFile array("vocab_array.json", "[1, 2]");
-    CHECK(has(load_error(array.path, merges), "expected a JSON object"));
+    CHECK(finetune_test::contains(load_error(array.path, merges), "expected a JSON object"));
   }
   SECTION("missing special token") {
     auto v = vocab;
@@ -191,35 +190,39 @@ TEST_CASE("tokenizer rejects bad vocabulary and merges files", "[roberta][tokeni
     v["<extra>"] = 50261;
     const TempFile f("vocab_nomask.json", v.dump());
     const std::string e = load_error(f.path, merges);
-    CHECK(has(e, f.path));
-    CHECK(has(e, "missing special token key '<mask>'"));
+    CHECK(finetune_test::contains(e, f.path));
+    CHECK(finetune_test::contains(e, "missing special token key '<mask>'"));
   }
   SECTION("missing byte token, duplicate id, non-integer id") {
     auto v = vocab;
     v.erase("!");
     v["<extra>"] = 4;
     const TempFile nobyte("vocab_nobyte.json", v.dump());
-    CHECK(has(load_error(nobyte.path, merges), "for byte 33"));
+    CHECK(finetune_test::contains(load_error(nobyte.path, merges), "for byte 33"));
     auto d = vocab;
     d["<s>"] = 1;
     d["<extra>"] = 0;
     const TempFile dup("vocab_dup.json", d.dump());
-    CHECK(has(load_error(dup.path, merges), "already used"));
+    CHECK(finetune_test::contains(load_error(dup.path, merges), "already used"));
     auto s = vocab;
     s["<s>"] = "zero";
     const TempFile str("vocab_str.json", s.dump());
-    CHECK(has(load_error(str.path, merges), "key '<s>': id is not an integer"));
+    CHECK(finetune_test::contains(load_error(str.path, merges), "key '<s>': id is not an integer"));
   }
   SECTION("merge line with one token") {
     const TempFile m("merges_one.txt", "#version: 0.2\n\xC4\xA0 t\nhe\n");
-    CHECK(has(load_error(good_vocab.path, m.path), m.path + " line 3: expected two tokens"));
+    CHECK(finetune_test::contains(load_error(good_vocab.path, m.path),
+                                  m.path + " line 3: expected two tokens"));
     const TempFile three("merges_three.txt", "h e r\n");
-    CHECK(has(load_error(good_vocab.path, three.path), " line 1: expected two tokens"));
+    CHECK(finetune_test::contains(load_error(good_vocab.path, three.path),
+                                  " line 1: expected two tokens"));
   }
   SECTION("merge of tokens not in the vocabulary") {
     const TempFile m("merges_absent.txt", "#version: 0.2\nh e\nzz\xE2\x82\xAC q\n");
-    CHECK(has(load_error(good_vocab.path, m.path), m.path + " line 3: token 'zz"));
+    CHECK(finetune_test::contains(load_error(good_vocab.path, m.path),
+                                  m.path + " line 3: token 'zz"));
     const TempFile merged("merges_merged.txt", "h e\nq x\n");  // "qx" is no token
-    CHECK(has(load_error(good_vocab.path, merged.path), " line 2: merged token 'qx'"));
+    CHECK(finetune_test::contains(load_error(good_vocab.path, merged.path),
+                                  " line 2: merged token 'qx'"));
   }
 }

@@ -24,12 +24,7 @@ using finetune::SWAOptions;
 using finetune::SWAWrapper;
 using nlohmann::json;
 
-// Catch2 v3 renamed the string matcher.
-#if FINETUNE_CATCH2_V3
-#define HasSubstring Catch::Matchers::ContainsSubstring
-#else
-#define HasSubstring Catch::Matchers::Contains
-#endif
+using finetune_test::HasSubstring;
 
 namespace {
 

@@ -13,3 +13,16 @@
 #endif
 #include <catch2/catch.hpp>
 #endif
+
+#include <string>
+
+namespace finetune_test {
+/// Matcher: the string contains `part` (Catch2 v3 renamed Contains).
+inline auto HasSubstring(const std::string& part) {
+#if FINETUNE_CATCH2_V3
+  return Catch::Matchers::ContainsSubstring(part);
+#else
+  return Catch::Matchers::Contains(part);
+#endif
+}
+}  // namespace finetune_test

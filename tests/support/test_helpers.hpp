@@ -1,0 +1,56 @@
+// Small helpers shared by the tests.
+#pragma once
+
+#include <stdlib.h>  // mkdtemp
+
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace finetune_test {
+
+/// The what() of the std::invalid_argument that f() throws, or
+/// "<no std::invalid_argument>" when it throws none.
+template <typename F>
+std::string invalid_argument_message(F&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "<no std::invalid_argument>";
+}
+
+/// Whether `text` contains `part`.
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// A fresh folder under the system temp dir, removed (permissions restored
+/// first, for tests that make it unwritable) when the object goes.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "finetune_test_XXXXXX").string();
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (::mkdtemp(buffer.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = buffer.data();
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const {
+    return (std::filesystem::path(path) / name).string();
+  }
+};
+
+}  // namespace finetune_test
