@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  cmake g++ make pkg-config git
+  cmake g++ make pkg-config git zlib1g-dev
   libtorch-dev libopenblas0-openmp
   catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libbenchmark-dev
   gnuplot-nox python3-venv

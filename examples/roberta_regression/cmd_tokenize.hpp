@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "roberta_paths.hpp"
 #include "tokenizer.hpp"
 
 namespace roberta_regression {
@@ -17,8 +18,7 @@ namespace roberta_regression {
 /// Reads UTF-8 lines on stdin (a trailing '\r' is dropped) and prints one JSON
 /// object a line, {"ids":[...],"mask":[...]}: `<s> ... </s>`, truncated and
 /// padded to --max-length when it is given (0: neither). --vocab and --merges
-/// are required unless the build defines ROBERTA_BPE_DIR (the folder of the
-/// committed assets/roberta-bpe), which then gives their defaults.
+/// default to roberta-base's files (the committed assets/roberta-bpe).
 inline void add_tokenize_command(CLI::App& app) {
   struct Args {
     std::string vocab;
@@ -29,15 +29,10 @@ inline void add_tokenize_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* cmd =
       app.add_subcommand("tokenize", "RoBERTa byte-level BPE ids of each stdin line, as JSON");
-#ifdef ROBERTA_BPE_DIR
-  args->vocab = std::string(ROBERTA_BPE_DIR) + "/vocab.json";
-  args->merges = std::string(ROBERTA_BPE_DIR) + "/merges.txt";
+  args->vocab = std::string(kAssetsDir) + "/roberta-bpe/vocab.json";
+  args->merges = std::string(kAssetsDir) + "/roberta-bpe/merges.txt";
   cmd->add_option("--vocab", args->vocab, "vocab.json (token -> id)")->capture_default_str();
   cmd->add_option("--merges", args->merges, "merges.txt (one merge a line)")->capture_default_str();
-#else
-  cmd->add_option("--vocab", args->vocab, "vocab.json (token -> id)")->required();
-  cmd->add_option("--merges", args->merges, "merges.txt (one merge a line)")->required();
-#endif
   cmd->add_option("--max-length", args->max_length,
                   "truncate and pad to this many ids, <s> and </s> included (0: neither)")
       ->capture_default_str();
