@@ -24,9 +24,11 @@ using roberta_regression::RobertaTokenizer;
 using roberta_regression::RobertaTokenizerOptions;
 
 // Appended piece by piece: GCC 12's -Warray-bounds misfires on chained + here.
-std::string asset(const std::string& name) {
+std::string asset(const std::string& name, const char* folder = "roberta-bpe") {
   std::string path(finetune_test::kSourceDir);
-  path += "/examples/roberta_regression/assets/roberta-bpe/";
+  path += "/examples/roberta_regression/assets/";
+  path += folder;
+  path += '/';
   path += name;
   return path;
 }
@@ -123,6 +125,30 @@ TEST_CASE("tokenizer gives RobertaTokenizerFast's ids on the text set", "[robert
   }
   CHECK(checked + skipped == golden.at("cases").size());
   CHECK(skipped <= 8);
+}
+
+TEST_CASE("tokenizer gives RobertaTokenizerFast's ids with the demo's own BPE files",
+          "[roberta][tokenizer]") {
+  // assets/demo-bpe: trained on the embedded passages by make_demo_bpe.py.
+  const auto golden = finetune_test::load_golden_json("demo_tokenizer_cases.json");
+  const int64_t max_length = golden.at("max_length").get<int64_t>();
+  const std::string key = std::to_string(max_length);
+  RobertaTokenizer tok(asset("vocab.json", "demo-bpe"), asset("merges.txt", "demo-bpe"));
+  CHECK(tok.vocab_size() == 8192);
+  REQUIRE(golden.at("cases").size() > 300);
+  size_t truncated = 0;
+  for (const auto& c : golden.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    INFO(text);
+    CHECK(tok.encode(text).input_ids == ints(c.at("ids")));
+    if (c.contains("ids_" + key)) {
+      const auto fixed = tok.encode(text, max_length);
+      CHECK(fixed.input_ids == ints(c.at("ids_" + key)));
+      CHECK(fixed.attention_mask == ints(c.at("mask_" + key)));
+      ++truncated;
+    }
+  }
+  CHECK(truncated == golden.at("passages").get<size_t>());
 }
 
 TEST_CASE("tokenizer replaces invalid UTF-8 as Python's errors='replace'", "[roberta][tokenizer]") {
