@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cmd_demo.hpp"
+#include "cmd_forward.hpp"
 #include "cmd_tokenize.hpp"
 
 int main(int argc, char** argv) {
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&threads] { torch::set_num_threads(threads); });
 
   roberta_regression::add_demo_command(app);
+  roberta_regression::add_forward_command(app);
   roberta_regression::add_tokenize_command(app);
 
   try {

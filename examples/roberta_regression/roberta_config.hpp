@@ -1,0 +1,144 @@
+// RobertaConfig: the fields of a Hugging Face roberta `config.json` the
+// example's model uses. Example code, not library API.
+#pragma once
+
+#include <finetune/periodic_evaluator.hpp>  // atomic_write_file
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+namespace roberta_regression {
+
+/// Defaults are roberta-base's. Field names are HF's config.json keys.
+struct RobertaConfig {
+  int64_t vocab_size = 50265;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 514;
+  int64_t type_vocab_size = 1;
+  int64_t pad_token_id = 1;
+  int64_t bos_token_id = 0;
+  int64_t eos_token_id = 2;
+  double layer_norm_eps = 1e-5;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  double initializer_range = 0.02;
+  std::string hidden_act = "gelu";  ///< only "gelu" (exact erf), as roberta-base
+
+  /// Reads config.json; errors name the file and the key.
+  static RobertaConfig from_json_file(const std::string& path);
+  /// Reads the keys above from `j` (absent keys keep their defaults, as HF);
+  /// `source` names the origin in error messages.
+  static RobertaConfig from_json(const nlohmann::json& j, const std::string& source);
+  /// A config.json that transformers' AutoConfig/AutoModel load.
+  nlohmann::json to_json() const;
+  /// Writes to_json() to `path` atomically.
+  void save(const std::string& path) const;
+};
+
+// --- implementation -----------------------------------------------------------
+
+inline RobertaConfig RobertaConfig::from_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument(path + ": cannot open the model config");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
+  }
+  return from_json(j, path);
+}
+
+inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) throw std::invalid_argument(source + ": the config is not a JSON object");
+  RobertaConfig c;
+  auto integer = [&](const char* key, int64_t& field, int64_t minimum) {
+    if (!j.contains(key)) return;
+    const auto& v = j.at(key);
+    if (!v.is_number_integer())
+      throw std::invalid_argument(source + ": key \"" + key + "\" must be an integer, got " +
+                                  v.dump());
+    field = v.get<int64_t>();
+    if (field < minimum)
+      throw std::invalid_argument(source + ": key \"" + key + "\" must be at least " +
+                                  std::to_string(minimum) + ", got " + v.dump());
+  };
+  auto real = [&](const char* key, double& field, double lo, double hi) {
+    if (!j.contains(key)) return;
+    const auto& v = j.at(key);
+    if (!v.is_number())
+      throw std::invalid_argument(source + ": key \"" + key + "\" must be a number, got " +
+                                  v.dump());
+    field = v.get<double>();
+    if (!(field >= lo && field <= hi))
+      throw std::invalid_argument(source + ": key \"" + key + "\" out of range, got " + v.dump());
+  };
+  integer("vocab_size", c.vocab_size, 1);
+  integer("hidden_size", c.hidden_size, 1);
+  integer("num_hidden_layers", c.num_hidden_layers, 0);
+  integer("num_attention_heads", c.num_attention_heads, 1);
+  integer("intermediate_size", c.intermediate_size, 1);
+  integer("max_position_embeddings", c.max_position_embeddings, 3);
+  integer("type_vocab_size", c.type_vocab_size, 1);
+  integer("pad_token_id", c.pad_token_id, 0);
+  integer("bos_token_id", c.bos_token_id, 0);
+  integer("eos_token_id", c.eos_token_id, 0);
+  real("layer_norm_eps", c.layer_norm_eps, 0.0, 1.0);
+  real("hidden_dropout_prob", c.hidden_dropout_prob, 0.0, 1.0);
+  real("attention_probs_dropout_prob", c.attention_probs_dropout_prob, 0.0, 1.0);
+  real("initializer_range", c.initializer_range, 0.0, 10.0);
+  if (j.contains("hidden_act")) {
+    const auto& v = j.at("hidden_act");
+    if (!v.is_string() || v.get<std::string>() != "gelu")
+      throw std::invalid_argument(source + ": key \"hidden_act\" must be \"gelu\" (exact erf), got " +
+                                  v.dump());
+  }
+  if (j.contains("position_embedding_type") && j.at("position_embedding_type") != "absolute")
+    throw std::invalid_argument(source + ": key \"position_embedding_type\" must be \"absolute\", got " +
+                                j.at("position_embedding_type").dump());
+  if (c.hidden_size % c.num_attention_heads != 0)
+    throw std::invalid_argument(source + ": key \"hidden_size\" (" + std::to_string(c.hidden_size) +
+                                ") is not a multiple of \"num_attention_heads\" (" +
+                                std::to_string(c.num_attention_heads) + ")");
+  if (c.pad_token_id >= c.vocab_size)
+    throw std::invalid_argument(source + ": key \"pad_token_id\" is not below \"vocab_size\"");
+  return c;
+}
+
+inline nlohmann::json RobertaConfig::to_json() const {
+  return {{"architectures", {"RobertaModel"}},
+          {"model_type", "roberta"},
+          {"vocab_size", vocab_size},
+          {"hidden_size", hidden_size},
+          {"num_hidden_layers", num_hidden_layers},
+          {"num_attention_heads", num_attention_heads},
+          {"intermediate_size", intermediate_size},
+          {"max_position_embeddings", max_position_embeddings},
+          {"type_vocab_size", type_vocab_size},
+          {"pad_token_id", pad_token_id},
+          {"bos_token_id", bos_token_id},
+          {"eos_token_id", eos_token_id},
+          {"layer_norm_eps", layer_norm_eps},
+          {"hidden_dropout_prob", hidden_dropout_prob},
+          {"attention_probs_dropout_prob", attention_probs_dropout_prob},
+          {"initializer_range", initializer_range},
+          {"hidden_act", hidden_act},
+          {"position_embedding_type", "absolute"}};
+}
+
+inline void RobertaConfig::save(const std::string& path) const {
+  const std::string text = to_json().dump(2) + "\n";
+  finetune::atomic_write_file(path, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out.flush()) throw std::runtime_error(tmp + ": write failed");
+  });
+}
+
+}  // namespace roberta_regression

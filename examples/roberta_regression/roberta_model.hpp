@@ -1,0 +1,495 @@
+// A Hugging Face-compatible RoBERTa in LibTorch: RobertaModel (embeddings,
+// post-LN encoder, pooler), the article's RobertaRegressor and
+// RobertaForMaskedLM, with HF's parameter names, so that `model.safetensors`
+// and `config.json` from the hub load unchanged. Example code, not library API.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <finetune/compat.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "roberta_config.hpp"
+#include "safetensors.hpp"
+
+namespace roberta_regression {
+
+struct RobertaOutput {
+  torch::Tensor last_hidden_state;  ///< [B, T, hidden]
+  torch::Tensor pooler_output;      ///< [B, hidden]; undefined without a pooler
+};
+
+/// word + position + token-type(0) embeddings -> LayerNorm -> dropout.
+class RobertaEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit RobertaEmbeddingsImpl(const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& input_ids);
+
+  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
+      token_type_embeddings{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};  // HF's name
+  torch::nn::Dropout dropout{nullptr};
+  int64_t padding_idx;
+};
+TORCH_MODULE(RobertaEmbeddings);
+
+/// HF's `attention.self`: query/key/value projections and scaled dot-product attention.
+class RobertaSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit RobertaSelfAttentionImpl(const RobertaConfig& c);
+  /// `keep` is bool [B, 1, 1, T], true where the key is a real token.
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& keep);
+
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  int64_t heads, head_dim;
+  double dropout_p;
+};
+TORCH_MODULE(RobertaSelfAttention);
+
+/// dense -> dropout -> LayerNorm(x + residual): HF's RobertaSelfOutput and RobertaOutput.
+class RobertaResidualOutputImpl : public torch::nn::Module {
+ public:
+  RobertaResidualOutputImpl(int64_t in, const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual);
+
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(RobertaResidualOutput);
+
+class RobertaAttentionImpl : public torch::nn::Module {
+ public:
+  explicit RobertaAttentionImpl(const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& keep);
+
+  RobertaSelfAttention self{nullptr};  // "self"
+  RobertaResidualOutput output{nullptr};
+};
+TORCH_MODULE(RobertaAttention);
+
+class RobertaIntermediateImpl : public torch::nn::Module {
+ public:
+  explicit RobertaIntermediateImpl(const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& x) { return torch::gelu(dense(x)); }  // exact erf
+
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(RobertaIntermediate);
+
+/// One post-LN transformer block (HF's RobertaLayer).
+class RobertaLayerImpl : public torch::nn::Module {
+ public:
+  explicit RobertaLayerImpl(const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& keep);
+
+  RobertaAttention attention{nullptr};
+  RobertaIntermediate intermediate{nullptr};
+  RobertaResidualOutput output{nullptr};
+};
+TORCH_MODULE(RobertaLayer);
+
+class RobertaEncoderImpl : public torch::nn::Module {
+ public:
+  explicit RobertaEncoderImpl(const RobertaConfig& c);
+  torch::nn::ModuleList layer{nullptr};  // "layer": encoder.layer.{i}
+};
+TORCH_MODULE(RobertaEncoder);
+
+class RobertaPoolerImpl : public torch::nn::Module {
+ public:
+  explicit RobertaPoolerImpl(const RobertaConfig& c);
+  /// First token -> dense -> tanh.
+  torch::Tensor forward(const torch::Tensor& hidden);
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(RobertaPooler);
+
+/// HF's RobertaModel. Parameter names equal its state-dict keys.
+class RobertaModelImpl : public torch::nn::Module {
+ public:
+  explicit RobertaModelImpl(const RobertaConfig& config, bool add_pooling_layer = true);
+  /// input_ids int64 [B, T]; attention_mask [B, T] of 0/1 (any integer, bool or
+  /// float dtype), on the parameters' device. Throws std::invalid_argument on
+  /// wrong ranks or shapes, or T longer than the position table allows.
+  RobertaOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  const RobertaConfig& config() const { return config_; }
+  /// encoder.layer, for finetune::ReinitTopLayers.
+  torch::nn::ModuleList layers() const { return encoder->layer; }
+  /// pooler.dense (null holder without a pooler).
+  torch::nn::Linear pooler_dense() const { return pooler ? pooler->dense : torch::nn::Linear{nullptr}; }
+
+  RobertaEmbeddings embeddings{nullptr};
+  RobertaEncoder encoder{nullptr};
+  RobertaPooler pooler{nullptr};
+
+ private:
+  RobertaConfig config_;
+};
+TORCH_MODULE(RobertaModel);
+
+/// The article's model: RobertaModel, then Linear(hidden, 1) on the pooler output.
+class RobertaRegressorImpl : public torch::nn::Module {
+ public:
+  explicit RobertaRegressorImpl(const RobertaConfig& config);
+  /// Predictions [B] (float).
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+
+  RobertaModel roberta{nullptr};
+  torch::nn::Linear regressor{nullptr};
+};
+TORCH_MODULE(RobertaRegressor);
+
+/// HF's RobertaLMHead: dense -> gelu -> layer_norm -> decoder (tied to the
+/// word embeddings) + bias.
+class RobertaLMHeadImpl : public torch::nn::Module {
+ public:
+  explicit RobertaLMHeadImpl(const RobertaConfig& c);
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& decoder_weight);
+
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm layer_norm{nullptr};
+  torch::Tensor bias;
+};
+TORCH_MODULE(RobertaLMHead);
+
+/// HF's RobertaForMaskedLM (no pooler, as HF), for pretraining.
+class RobertaForMaskedLMImpl : public torch::nn::Module {
+ public:
+  explicit RobertaForMaskedLMImpl(const RobertaConfig& config);
+  /// Logits [B, T, vocab].
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  /// Logits of selected hidden states [N, hidden] -> [N, vocab] (pretraining
+  /// computes them only at the masked positions).
+  torch::Tensor logits(const torch::Tensor& hidden);
+
+  RobertaModel roberta{nullptr};
+  RobertaLMHead lm_head{nullptr};
+};
+TORCH_MODULE(RobertaForMaskedLM);
+
+/// HF's _init_weights: Linear N(0, range) with bias 0; Embedding N(0, range)
+/// with the padding row 0; LayerNorm weight 1, bias 0. Uses torch's global
+/// generator (seed with torch::manual_seed).
+void init_roberta_weights(torch::nn::Module& module, double initializer_range);
+
+/// What load_safetensors_weights did, as HF reports it.
+struct LoadReport {
+  std::vector<std::string> loaded, missing, unexpected;
+  /// One line: counts, and the missing / unexpected keys (abbreviated).
+  std::string summary() const;
+};
+
+/// Loads `path` into `module` by name, HF's way: keys with or without the
+/// "roberta." prefix (whichever matches the module better), lm_head's tied
+/// decoder aliases skipped, F32/F16/BF16 cast to each parameter's dtype and
+/// copied to its device. Keys the module lacks (e.g. lm_head.*) are reported
+/// as unexpected; parameters the file lacks keep their values and are
+/// reported as missing. A shape mismatch throws std::invalid_argument naming
+/// the file, the key and both shapes.
+LoadReport load_safetensors_weights(torch::nn::Module& module, const std::string& path);
+
+/// dir/config.json.
+RobertaConfig load_config_dir(const std::string& dir);
+
+/// Writes dir/config.json and dir/model.safetensors (every parameter under its
+/// name, atomically each), loadable by `transformers.AutoModel.from_pretrained(dir)`.
+void save_pretrained(torch::nn::Module& module, const RobertaConfig& config, const std::string& dir);
+
+// --- implementation -----------------------------------------------------------
+
+namespace detail {
+inline torch::nn::LayerNorm layer_norm(const RobertaConfig& c) {
+  return torch::nn::LayerNorm(
+      torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+}
+}  // namespace detail
+
+inline RobertaEmbeddingsImpl::RobertaEmbeddingsImpl(const RobertaConfig& c)
+    : padding_idx(c.pad_token_id) {
+  // Padding rows get no gradient, as nn.Embedding(padding_idx=...) in HF.
+  word_embeddings = register_module(
+      "word_embeddings",
+      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size)
+                               .padding_idx(c.pad_token_id)));
+  position_embeddings = register_module(
+      "position_embeddings",
+      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.max_position_embeddings, c.hidden_size)
+                               .padding_idx(c.pad_token_id)));
+  token_type_embeddings = register_module(
+      "token_type_embeddings", torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
+  LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
+  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+}
+
+inline torch::Tensor RobertaEmbeddingsImpl::forward(const torch::Tensor& input_ids) {
+  // RoBERTa's positions: count real tokens (id != pad) from padding_idx + 1;
+  // padding keeps padding_idx (HF create_position_ids_from_input_ids).
+  const auto real = input_ids.ne(padding_idx).to(torch::kInt64);
+  const auto positions = torch::cumsum(real, 1) * real + padding_idx;
+  auto x = word_embeddings(input_ids) + position_embeddings(positions) +
+           token_type_embeddings->weight[0];
+  return dropout(LayerNorm(x));
+}
+
+inline RobertaSelfAttentionImpl::RobertaSelfAttentionImpl(const RobertaConfig& c)
+    : heads(c.num_attention_heads),
+      head_dim(c.hidden_size / c.num_attention_heads),
+      dropout_p(c.attention_probs_dropout_prob) {
+  query = register_module("query", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  key = register_module("key", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  value = register_module("value", torch::nn::Linear(c.hidden_size, c.hidden_size));
+}
+
+inline torch::Tensor RobertaSelfAttentionImpl::forward(const torch::Tensor& hidden,
+                                                       const torch::Tensor& keep) {
+  const int64_t b = hidden.size(0), t = hidden.size(1);
+  auto split = [&](const torch::Tensor& x) {
+    return x.view({b, t, heads, head_dim}).transpose(1, 2);  // [B, H, T, D]
+  };
+  const auto q = split(query(hidden)), k = split(key(hidden)), v = split(value(hidden));
+  const double p = is_training() ? dropout_p : 0.0;
+#if FINETUNE_TORCH_AT_LEAST(2, 0)
+  // Fused attention; a boolean mask works under any autocast dtype.
+  auto context = at::scaled_dot_product_attention(q, k, v, keep, p);
+#else
+  // The math path of HF's eager attention: additive mask of the dtype's minimum.
+  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim));
+  scores = scores.masked_fill(keep.logical_not(), std::numeric_limits<float>::lowest());
+  auto probs = torch::dropout(torch::softmax(scores, -1), p, is_training());
+  auto context = torch::matmul(probs, v);
+#endif
+  return context.transpose(1, 2).reshape({b, t, heads * head_dim});
+}
+
+inline RobertaResidualOutputImpl::RobertaResidualOutputImpl(int64_t in, const RobertaConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(in, c.hidden_size));
+  LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
+  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+}
+
+inline torch::Tensor RobertaResidualOutputImpl::forward(const torch::Tensor& x,
+                                                        const torch::Tensor& residual) {
+  return LayerNorm(dropout(dense(x)) + residual);
+}
+
+inline RobertaAttentionImpl::RobertaAttentionImpl(const RobertaConfig& c) {
+  self = register_module("self", RobertaSelfAttention(c));
+  output = register_module("output", RobertaResidualOutput(c.hidden_size, c));
+}
+
+inline torch::Tensor RobertaAttentionImpl::forward(const torch::Tensor& hidden,
+                                                   const torch::Tensor& keep) {
+  return output(self(hidden, keep), hidden);
+}
+
+inline RobertaIntermediateImpl::RobertaIntermediateImpl(const RobertaConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+}
+
+inline RobertaLayerImpl::RobertaLayerImpl(const RobertaConfig& c) {
+  attention = register_module("attention", RobertaAttention(c));
+  intermediate = register_module("intermediate", RobertaIntermediate(c));
+  output = register_module("output", RobertaResidualOutput(c.intermediate_size, c));
+}
+
+inline torch::Tensor RobertaLayerImpl::forward(const torch::Tensor& hidden,
+                                               const torch::Tensor& keep) {
+  const auto attended = attention(hidden, keep);
+  return output(intermediate(attended), attended);
+}
+
+inline RobertaEncoderImpl::RobertaEncoderImpl(const RobertaConfig& c) {
+  layer = register_module("layer", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(RobertaLayer(c));
+}
+
+inline RobertaPoolerImpl::RobertaPoolerImpl(const RobertaConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+}
+
+inline torch::Tensor RobertaPoolerImpl::forward(const torch::Tensor& hidden) {
+  return torch::tanh(dense(hidden.select(1, 0)));
+}
+
+inline RobertaModelImpl::RobertaModelImpl(const RobertaConfig& config, bool add_pooling_layer)
+    : config_(config) {
+  embeddings = register_module("embeddings", RobertaEmbeddings(config));
+  encoder = register_module("encoder", RobertaEncoder(config));
+  if (add_pooling_layer) pooler = register_module("pooler", RobertaPooler(config));
+  init_roberta_weights(*this, config.initializer_range);
+}
+
+inline RobertaOutput RobertaModelImpl::forward(const torch::Tensor& input_ids,
+                                               const torch::Tensor& attention_mask) {
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
+    throw std::invalid_argument("RobertaModel: input_ids must be int64 [batch, tokens], got " +
+                                std::string(c10::toString(input_ids.scalar_type())) + " of rank " +
+                                std::to_string(input_ids.dim()));
+  if (attention_mask.sizes() != input_ids.sizes())
+    throw std::invalid_argument("RobertaModel: attention_mask must have input_ids' shape");
+  // Positions run up to T + padding_idx.
+  if (input_ids.size(1) + config_.pad_token_id + 1 > config_.max_position_embeddings)
+    throw std::invalid_argument("RobertaModel: " + std::to_string(input_ids.size(1)) +
+                                " tokens exceed max_position_embeddings " +
+                                std::to_string(config_.max_position_embeddings) +
+                                " - padding_idx - 1");
+  const auto keep = attention_mask.ne(0).view({input_ids.size(0), 1, 1, input_ids.size(1)});
+  auto hidden = embeddings(input_ids);
+  for (const auto& block : *encoder->layer) hidden = block->as<RobertaLayerImpl>()->forward(hidden, keep);
+  return {hidden, pooler ? pooler(hidden) : torch::Tensor()};
+}
+
+inline RobertaRegressorImpl::RobertaRegressorImpl(const RobertaConfig& config) {
+  roberta = register_module("roberta", RobertaModel(config));
+  // PyTorch's default Linear initialization, as the notebook's nn.Linear(768, 1).
+  regressor = register_module("regressor", torch::nn::Linear(config.hidden_size, 1));
+}
+
+inline torch::Tensor RobertaRegressorImpl::forward(const torch::Tensor& input_ids,
+                                                   const torch::Tensor& attention_mask) {
+  return regressor(roberta(input_ids, attention_mask).pooler_output).squeeze(-1);
+}
+
+inline RobertaLMHeadImpl::RobertaLMHeadImpl(const RobertaConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  layer_norm = register_module("layer_norm", detail::layer_norm(c));
+  bias = register_parameter("bias", torch::zeros({c.vocab_size}));
+}
+
+inline torch::Tensor RobertaLMHeadImpl::forward(const torch::Tensor& hidden,
+                                                const torch::Tensor& decoder_weight) {
+  return torch::nn::functional::linear(layer_norm(torch::gelu(dense(hidden))), decoder_weight,
+                                       bias);
+}
+
+inline RobertaForMaskedLMImpl::RobertaForMaskedLMImpl(const RobertaConfig& config) {
+  roberta = register_module("roberta", RobertaModel(config, /*add_pooling_layer=*/false));
+  lm_head = register_module("lm_head", RobertaLMHead(config));
+  init_roberta_weights(*lm_head, config.initializer_range);
+}
+
+inline torch::Tensor RobertaForMaskedLMImpl::forward(const torch::Tensor& input_ids,
+                                                     const torch::Tensor& attention_mask) {
+  return logits(roberta(input_ids, attention_mask).last_hidden_state);
+}
+
+inline torch::Tensor RobertaForMaskedLMImpl::logits(const torch::Tensor& hidden) {
+  return lm_head(hidden, roberta->embeddings->word_embeddings->weight);
+}
+
+inline void init_roberta_weights(torch::nn::Module& module, double initializer_range) {
+  torch::NoGradGuard no_grad;
+  // `module` itself may still be under construction (not yet owned by a
+  // shared_ptr), so it is visited by reference, then its descendants.
+  std::vector<torch::nn::Module*> all{&module};
+  for (const auto& m : module.modules(/*include_self=*/false)) all.push_back(m.get());
+  for (torch::nn::Module* m : all) {
+    if (auto* linear = m->as<torch::nn::LinearImpl>()) {
+      linear->weight.normal_(0.0, initializer_range);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* embedding = m->as<torch::nn::EmbeddingImpl>()) {
+      embedding->weight.normal_(0.0, initializer_range);
+      if (const auto& pad = embedding->options.padding_idx()) embedding->weight[*pad].zero_();
+    } else if (auto* norm = m->as<torch::nn::LayerNormImpl>()) {
+      norm->weight.fill_(1.0);
+      norm->bias.zero_();
+    }
+  }
+}
+
+inline std::string LoadReport::summary() const {
+  auto list = [](const std::vector<std::string>& keys) {
+    std::string s;
+    for (size_t i = 0; i < keys.size() && i < 6; ++i) s += (i ? ", " : "") + keys[i];
+    if (keys.size() > 6) s += ", ... (" + std::to_string(keys.size() - 6) + " more)";
+    return s;
+  };
+  std::ostringstream out;
+  out << loaded.size() << " tensors loaded";
+  if (!missing.empty()) out << "; missing (initialized): " << list(missing);
+  if (!unexpected.empty()) out << "; unexpected (ignored): " << list(unexpected);
+  return out.str();
+}
+
+inline LoadReport load_safetensors_weights(torch::nn::Module& module, const std::string& path) {
+  const SafetensorsFile file = read_safetensors(path);
+  std::map<std::string, torch::Tensor> by_name;
+  for (const auto& [name, tensor] : file.tensors) {
+    // lm_head.decoder is tied to the word embeddings (and its bias to lm_head.bias).
+    if (name == "lm_head.decoder.weight" || name == "lm_head.decoder.bias") continue;
+    by_name.emplace(name, tensor);
+  }
+  const auto params = module.named_parameters(/*recurse=*/true);
+  // HF's base_model_prefix handling: the file may carry "roberta." where the
+  // module does not, or the other way round; take the mapping matching most.
+  const std::string prefix = "roberta.";
+  auto file_key = [&](const std::string& module_key, int mode) -> std::string {
+    if (mode == 1) return prefix + module_key;
+    if (mode == 2)
+      return module_key.rfind(prefix, 0) == 0 ? module_key.substr(prefix.size()) : module_key;
+    return module_key;
+  };
+  int best_mode = 0;
+  size_t best_matches = 0;
+  for (int mode = 0; mode < 3; ++mode) {
+    size_t matches = 0;
+    for (const auto& p : params) matches += by_name.count(file_key(p.key(), mode));
+    if (matches > best_matches) best_matches = matches, best_mode = mode;
+  }
+  LoadReport report;
+  std::set<std::string> used;
+  torch::NoGradGuard no_grad;
+  for (const auto& p : params) {
+    const std::string key = file_key(p.key(), best_mode);
+    const auto it = by_name.find(key);
+    if (it == by_name.end()) {
+      report.missing.push_back(p.key());
+      continue;
+    }
+    const auto& source = it->second;
+    if (source.sizes() != p.value().sizes()) {
+      std::ostringstream msg;
+      msg << path << ": tensor \"" << key << "\" has shape " << source.sizes()
+          << " but the model's \"" << p.key() << "\" has " << p.value().sizes()
+          << " (does config.json match the weights?)";
+      throw std::invalid_argument(msg.str());
+    }
+    if (!source.is_floating_point())
+      throw std::invalid_argument(path + ": tensor \"" + key + "\" is not floating point");
+    p.value().copy_(source.to(p.value().scalar_type()));  // cast, then copy to its device
+    report.loaded.push_back(p.key());
+    used.insert(key);
+  }
+  for (const auto& [name, tensor] : file.tensors)
+    if (!used.count(name) && name != "lm_head.decoder.weight" && name != "lm_head.decoder.bias")
+      report.unexpected.push_back(name);
+  return report;
+}
+
+inline RobertaConfig load_config_dir(const std::string& dir) {
+  return RobertaConfig::from_json_file((std::filesystem::path(dir) / "config.json").string());
+}
+
+inline void save_pretrained(torch::nn::Module& module, const RobertaConfig& config,
+                            const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  NamedTensors tensors;
+  for (const auto& p : module.named_parameters(/*recurse=*/true))
+    tensors.emplace_back(p.key(), p.value().detach().to(torch::kFloat32));
+  write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  config.save((fs::path(dir) / "config.json").string());
+}
+
+}  // namespace roberta_regression

@@ -1,0 +1,263 @@
+// The example's RoBERTa against Hugging Face transformers: checkpoints saved by
+// `save_pretrained` load unchanged and give HF's outputs
+// (golden: tests/reference/ref_roberta_model.py).
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "golden.hpp"
+#include "roberta_model.hpp"
+#include "test_config.hpp"
+#include "test_helpers.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace roberta_regression;
+
+fs::path golden_dir(const std::string& name) {
+  return fs::path(finetune_test::kGoldenDir) / "roberta_model" / name;
+}
+
+torch::Tensor tensor_of(const SafetensorsFile& file, const std::string& name) {
+  for (const auto& [key, tensor] : file.tensors)
+    if (key == name) return tensor;
+  FAIL("no tensor " << name);
+  return {};
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+const std::vector<std::string> kModels = {"tiny_2x32_h2", "tiny_3x40_h4", "tiny_2x36_h3"};
+constexpr double kTolerance = 1e-5;
+
+std::vector<torch::Device> devices() {
+  std::vector<torch::Device> d{torch::kCPU};
+  if (torch::cuda::is_available()) d.emplace_back(torch::kCUDA);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("RobertaModel gives transformers' outputs on its saved checkpoints", "[roberta][model]") {
+  for (const auto& name : kModels) {
+    for (const auto& device : devices()) {
+      INFO(name << " on " << device);
+      const auto dir = golden_dir(name);
+      const RobertaConfig config = load_config_dir(dir.string());
+      RobertaModel model(config);
+      const LoadReport report = load_safetensors_weights(*model, (dir / "model.safetensors").string());
+      CHECK(report.missing.empty());
+      CHECK(report.unexpected.empty());
+      CHECK(report.loaded.size() == model->parameters().size());
+      model->to(device);
+      model->eval();
+      const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+      const auto expected = read_safetensors((dir / "expected.safetensors").string());
+      torch::NoGradGuard no_grad;
+      const auto out = model->forward(tensor_of(inputs, "input_ids").to(device),
+                                      tensor_of(inputs, "attention_mask").to(device));
+      const double hidden_diff = max_abs_diff(out.last_hidden_state, tensor_of(expected, "last_hidden_state"));
+      const double pooler_diff = max_abs_diff(out.pooler_output, tensor_of(expected, "pooler_output"));
+      WARN(name << " on " << device << ": max |diff| last_hidden_state " << hidden_diff
+                << ", pooler_output " << pooler_diff);
+      CHECK(hidden_diff < kTolerance);
+      CHECK(pooler_diff < kTolerance);
+    }
+  }
+}
+
+TEST_CASE("parameter names are Hugging Face's state-dict keys", "[roberta][model]") {
+  for (const auto& name : kModels) {
+    const auto dir = golden_dir(name);
+    RobertaModel model(load_config_dir(dir.string()));
+    std::vector<std::string> ours, theirs;
+    for (const auto& p : model->named_parameters()) ours.push_back(p.key());
+    for (const auto& entry : read_safetensors((dir / "model.safetensors").string()).tensors)
+      theirs.push_back(entry.first);
+    std::sort(ours.begin(), ours.end());
+    std::sort(theirs.begin(), theirs.end());
+    CHECK(ours == theirs);
+  }
+}
+
+TEST_CASE("a RobertaForMaskedLM checkpoint loads HF's way", "[roberta][model]") {
+  const auto dir = golden_dir("mlm_2x32_h2");
+  const auto weights = (dir / "model.safetensors").string();
+  const RobertaConfig config = load_config_dir(dir.string());
+  const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+  const auto ids = tensor_of(inputs, "input_ids"), mask = tensor_of(inputs, "attention_mask");
+  torch::NoGradGuard no_grad;
+
+  SECTION("into RobertaForMaskedLM: same logits, tied decoder") {
+    RobertaForMaskedLM mlm(config);
+    const auto report = load_safetensors_weights(*mlm, weights);
+    CHECK(report.missing.empty());
+    CHECK(report.unexpected.empty());
+    mlm->eval();
+    const auto expected = read_safetensors((dir / "expected.safetensors").string());
+    CHECK(max_abs_diff(mlm->forward(ids, mask), tensor_of(expected, "logits")) < kTolerance);
+  }
+  SECTION("into RobertaModel: the roberta. prefix stripped, lm_head unexpected, pooler missing") {
+    RobertaModel model(config);
+    const auto report = load_safetensors_weights(*model, weights);
+    CHECK(report.missing == std::vector<std::string>{"pooler.dense.weight", "pooler.dense.bias"});
+    CHECK(report.unexpected.size() == 5);  // lm_head.{bias, dense.*, layer_norm.*}
+    for (const auto& key : report.unexpected) CHECK(key.rfind("lm_head.", 0) == 0);
+    CHECK_THAT(report.summary(), finetune_test::HasSubstring("pooler.dense.weight"));
+  }
+}
+
+TEST_CASE("RobertaRegressor takes a RobertaModel checkpoint under roberta.", "[roberta][model]") {
+  const auto dir = golden_dir("tiny_2x32_h2");
+  const RobertaConfig config = load_config_dir(dir.string());
+  RobertaRegressor regressor(config);
+  const auto report = load_safetensors_weights(*regressor, (dir / "model.safetensors").string());
+  CHECK(report.missing == std::vector<std::string>{"regressor.weight", "regressor.bias"});
+  CHECK(report.unexpected.empty());
+  regressor->eval();
+  RobertaModel model(config);
+  load_safetensors_weights(*model, (dir / "model.safetensors").string());
+  model->eval();
+  const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+  const auto ids = tensor_of(inputs, "input_ids"), mask = tensor_of(inputs, "attention_mask");
+  torch::NoGradGuard no_grad;
+  const auto pooled = model->forward(ids, mask).pooler_output;
+  const auto expected = regressor->regressor(pooled).squeeze(-1);
+  const auto predictions = regressor->forward(ids, mask);
+  REQUIRE(predictions.sizes() == torch::IntArrayRef{3});
+  CHECK(torch::allclose(predictions, expected));
+  // Exposed for the techniques: the layer stack and the pooler.
+  CHECK(regressor->roberta->layers()->size() == 2);
+  CHECK(regressor->roberta->pooler_dense());
+}
+
+TEST_CASE("save_pretrained round-trips, also through Hugging Face", "[roberta][model]") {
+  const auto dir = golden_dir("tiny_3x40_h4");
+  const RobertaConfig config = load_config_dir(dir.string());
+  RobertaModel model(config);
+  load_safetensors_weights(*model, (dir / "model.safetensors").string());
+  model->eval();
+  finetune_test::TempDir tmp;
+  const auto saved = fs::path(tmp.path) / "saved";
+  save_pretrained(*model, config, saved.string());
+
+  RobertaModel reloaded(load_config_dir(saved.string()));
+  const auto report = load_safetensors_weights(*reloaded, (saved / "model.safetensors").string());
+  CHECK(report.missing.empty());
+  reloaded->eval();
+  const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+  const auto ids = tensor_of(inputs, "input_ids"), mask = tensor_of(inputs, "attention_mask");
+  torch::NoGradGuard no_grad;
+  CHECK(torch::equal(model->forward(ids, mask).last_hidden_state,
+                     reloaded->forward(ids, mask).last_hidden_state));
+
+  if (std::string(finetune_test::kPython).empty()) {
+    WARN("no Python oracle configured (FINETUNE_PYTHON): HF loading of our save not checked");
+    return;
+  }
+  const std::string command = std::string(finetune_test::kPython) + " " +
+                              finetune_test::kSourceDir + "/tests/reference/check_roberta_save.py " +
+                              saved.string() + " " + (dir / "inputs.safetensors").string() + " " +
+                              (dir / "expected.safetensors").string();
+  CHECK(std::system(command.c_str()) == 0);
+}
+
+TEST_CASE("dropout is active in training mode only", "[roberta][model]") {
+  const auto dir = golden_dir("tiny_2x32_h2");
+  RobertaModel model(load_config_dir(dir.string()));
+  const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+  const auto ids = tensor_of(inputs, "input_ids"), mask = tensor_of(inputs, "attention_mask");
+  torch::NoGradGuard no_grad;
+  model->train();
+  CHECK_FALSE(torch::equal(model->forward(ids, mask).last_hidden_state,
+                           model->forward(ids, mask).last_hidden_state));
+  model->eval();
+  CHECK(torch::equal(model->forward(ids, mask).last_hidden_state,
+                     model->forward(ids, mask).last_hidden_state));
+}
+
+TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]") {
+  finetune_test::TempDir tmp;
+  const auto write = [&](const std::string& name, const std::string& text) {
+    const auto path = (fs::path(tmp.path) / name).string();
+    std::ofstream(path) << text;
+    return path;
+  };
+  using finetune_test::invalid_argument_message;
+  CHECK_THAT(invalid_argument_message([&] { RobertaConfig::from_json_file(write("a.json", "{oops")); }),
+             finetune_test::HasSubstring("a.json: not valid JSON"));
+  CHECK_THAT(invalid_argument_message([&] {
+               RobertaConfig::from_json_file(write("b.json", R"({"hidden_size": "big"})"));
+             }),
+             finetune_test::HasSubstring("b.json: key \"hidden_size\" must be an integer"));
+  CHECK_THAT(invalid_argument_message([&] {
+               RobertaConfig::from_json_file(
+                   write("c.json", R"({"hidden_size": 30, "num_attention_heads": 4})"));
+             }),
+             finetune_test::HasSubstring("not a multiple"));
+  CHECK_THAT(invalid_argument_message([&] {
+               RobertaConfig::from_json_file(write("d.json", R"({"hidden_act": "relu"})"));
+             }),
+             finetune_test::HasSubstring("hidden_act"));
+  CHECK_THAT(invalid_argument_message([&] { RobertaConfig::from_json_file(write("none/x.json", "")); }),
+             finetune_test::HasSubstring("cannot open"));
+
+  // Weights whose shapes do not match the config: the key and both shapes.
+  RobertaConfig other = load_config_dir(golden_dir("tiny_2x32_h2").string());
+  other.intermediate_size = 65;
+  RobertaModel model(other);
+  const auto weights = (golden_dir("tiny_2x32_h2") / "model.safetensors").string();
+  const auto message = invalid_argument_message([&] { load_safetensors_weights(*model, weights); });
+  CHECK_THAT(message, finetune_test::HasSubstring("model.safetensors: tensor \"encoder.layer.0.intermediate.dense.weight\" has shape [64, 32]"));
+  CHECK_THAT(message, finetune_test::HasSubstring("[65, 32]"));
+
+  // Inputs: rank, dtype, mask shape, too many tokens.
+  RobertaModel good(load_config_dir(golden_dir("tiny_2x32_h2").string()));
+  const auto ids = torch::ones({2, 5}, torch::kInt64);
+  CHECK_THAT(invalid_argument_message([&] { good->forward(ids.view({-1}), ids.view({-1})); }),
+             finetune_test::HasSubstring("input_ids must be int64 [batch, tokens]"));
+  CHECK_THAT(invalid_argument_message([&] { good->forward(ids.to(torch::kInt32), ids); }),
+             finetune_test::HasSubstring("input_ids must be int64"));
+  CHECK_THAT(invalid_argument_message([&] { good->forward(ids, ids.slice(1, 0, 4)); }),
+             finetune_test::HasSubstring("attention_mask must have input_ids' shape"));
+  const auto long_ids = torch::ones({1, 39}, torch::kInt64);
+  CHECK_THAT(invalid_argument_message([&] { good->forward(long_ids, long_ids); }),
+             finetune_test::HasSubstring("exceed max_position_embeddings"));
+}
+
+TEST_CASE("the forward subcommand writes HF's outputs", "[roberta][model][cli]") {
+  const std::string exe = finetune_test::kRobertaExe;
+  if (exe.empty() || !fs::exists(exe)) {
+    WARN("roberta_regression binary not built: forward subcommand not checked");
+    return;
+  }
+  const auto dir = golden_dir("tiny_3x40_h4");
+  finetune_test::TempDir tmp;
+  const auto out = fs::path(tmp.path) / "out.safetensors";
+  const std::string command = exe + " --threads 1 forward --config " + (dir / "config.json").string() +
+                              " --weights " + (dir / "model.safetensors").string() + " --inputs " +
+                              (dir / "inputs.safetensors").string() + " --out " + out.string() +
+                              " > /dev/null 2>&1";
+  REQUIRE(std::system(command.c_str()) == 0);
+  const auto got = read_safetensors(out.string());
+  const auto expected = read_safetensors((dir / "expected.safetensors").string());
+  CHECK(max_abs_diff(tensor_of(got, "last_hidden_state"), tensor_of(expected, "last_hidden_state")) < kTolerance);
+  CHECK(max_abs_diff(tensor_of(got, "pooler_output"), tensor_of(expected, "pooler_output")) < kTolerance);
+
+  // Inputs without attention_mask: non-zero exit.
+  const auto bad = fs::path(tmp.path) / "bad.safetensors";
+  write_safetensors(bad.string(), {{"input_ids", torch::ones({1, 4}, torch::kInt64)}});
+  const std::string bad_command = exe + " forward --config " + (dir / "config.json").string() +
+                                  " --weights " + (dir / "model.safetensors").string() +
+                                  " --inputs " + bad.string() + " --out " + out.string() +
+                                  " > /dev/null 2>&1";
+  CHECK(std::system(bad_command.c_str()) != 0);
+}
