@@ -10,6 +10,7 @@
 
 #include "cmd_demo.hpp"
 #include "cmd_forward.hpp"
+#include "cmd_pretrain.hpp"
 #include "cmd_tokenize.hpp"
 
 int main(int argc, char** argv) {
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
 
   roberta_regression::add_demo_command(app);
   roberta_regression::add_forward_command(app);
+  roberta_regression::add_pretrain_command(app);
   roberta_regression::add_tokenize_command(app);
 
   try {
