@@ -96,7 +96,60 @@ def bench_tokenizer(results):
         lambda: backend.encode_batch(texts, add_special_tokens=False), repeats=15)
 
 
-FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer]
+class Regressor(torch.nn.Module):
+    """The article's model (RobertaModel, then Linear on the pooler output)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.roberta_model = RobertaModel(config)
+        self.regressor = torch.nn.Linear(config.hidden_size, 1)
+
+    def forward(self, ids, mask):
+        return self.regressor(self.roberta_model(ids, mask).pooler_output).squeeze(-1)
+
+
+# The same shapes as bench_roberta_training.cpp: the demo model at batch
+# 16 x 96, roberta-base at batch 8 x 256.
+TRAINING_SHAPES = {
+    "demo": (dict(vocab_size=8192, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=512, max_position_embeddings=130, type_vocab_size=1), 16, 96),
+    "base": (dict(max_position_embeddings=514, type_vocab_size=1), 8, 256),
+}
+
+
+def bench_training(results):
+    for name, (config, batch, tokens) in TRAINING_SHAPES.items():
+        for full in (False, True):
+            torch.manual_seed(0)
+            config_obj = RobertaConfig(**config)
+            model = Regressor(config_obj).train()
+            ids = torch.randint(5, config_obj.vocab_size, (batch, tokens))
+            mask = torch.ones(batch, tokens, dtype=torch.long)
+            target = torch.randn(batch)
+            if full:  # the notebook's layer-wise groups, its schedule, AveragedModel
+                groups, lr = roberta_base_AdamW_LLRD(model, config_obj.num_hidden_layers)
+                optimizer = torch.optim.AdamW(groups, lr=lr)
+                schedule = get_linear_schedule_with_warmup(optimizer, 50, 1 << 30)
+                averaged = AveragedModel(model)
+                averaged.update_parameters(model)
+            else:
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+            def step():
+                loss = torch.sqrt(torch.nn.functional.mse_loss(model(ids, mask), target))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if full:
+                    schedule.step()
+                    averaged.update_parameters(model)
+
+            repeats = 5 if name == "base" else 15
+            kind = "full" if full else "plain"
+            results[f"training_step_{kind}_{name}"] = median_seconds(step, repeats=repeats)
+
+
+FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer, bench_training]
 
 
 def main():

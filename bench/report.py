@@ -30,6 +30,18 @@ ROWS = [
     ("5", "tokenizer encode, warm cache (vs HF tokenizers, 1 thread)",
      "BM_TokenizerEncodeCached", "tokenizer_encode", False),
     ("5", "tokenizer encode, no cache", "BM_TokenizerEncodeNoCache", None, False),
+    ("6", "training step, demo model 16x96 (vs transformers + AveragedModel)",
+     "BM_TrainingStepFull/0/real_time", "training_step_full_demo", False),
+    ("6", "training step, roberta-base 8x256 (vs transformers + AveragedModel)",
+     "BM_TrainingStepFull/1/real_time", "training_step_full_base", False),
+    ("7", "plain step (one AdamW group), demo model", "BM_TrainingStepPlain/0/real_time",
+     "training_step_plain_demo", False),
+    ("7", "plain step (one AdamW group), roberta-base", "BM_TrainingStepPlain/1/real_time",
+     "training_step_plain_base", False),
+    ("7", "techniques alone per step (schedule, SWA update, evaluator hook), demo model",
+     "BM_TechniquesPerStep/0/real_time", None, False),
+    ("7", "techniques alone per step, roberta-base", "BM_TechniquesPerStep/1/real_time", None,
+     False),
 ]
 CEILING_ROWS = ("BM_TorchCopy/real_time", "BM_TorchAdd/real_time",
                 "BM_TorchAddInplace/real_time",
@@ -102,6 +114,14 @@ def main():
         "swa_update_over_fused_pass": ratio("BM_SWAUpdate/real_time",
                                             "BM_SWAFusedSinglePass/real_time"),
         "rows": rows,
+        # Figure 7: the techniques' per-step calls as a share of a plain step,
+        # and the full step's excess over the plain one (noisier: a difference).
+        "techniques_share_of_step": {
+            shape: {"alone": ratio(f"BM_TechniquesPerStep/{arg}/real_time",
+                                   f"BM_TrainingStepPlain/{arg}/real_time"),
+                    "full_over_plain": ratio(f"BM_TrainingStepFull/{arg}/real_time",
+                                             f"BM_TrainingStepPlain/{arg}/real_time")}
+            for arg, shape in ((0, "demo"), (1, "roberta-base"))},
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
@@ -115,6 +135,10 @@ def main():
               f"| {rel} | {throughput(r['cpp_bytes_per_s'])} | {frac} |")
     s = result["swa_update_over_fused_pass"]
     print(f"\nSWAWrapper::update / fused single pass: {s:.2f}" if s else "")
+    for shape, share in result["techniques_share_of_step"].items():
+        if share["alone"] is not None:
+            print(f"figure 7, {shape}: techniques alone {share['alone']:.2%} of a plain step; "
+                  f"full step / plain step {share['full_over_plain']:.3f}")
     print(f"ceiling {throughput(ceiling)}; PyTorch {py['torch_version']}, {py['threads']} threads; "
           f"written {args.out}")
 

@@ -8,9 +8,11 @@ threads=${FINETUNE_BENCH_THREADS:-$(nproc)}
 export FINETUNE_BENCH_THREADS=$threads
 out=build/bench
 rm -rf "$out" && mkdir -p "$out"
-for exe in build/torch2/bench/bench_*; do
-  [ -x "$exe" ] || continue
-  name=$(basename "$exe")
+for src in bench/bench_*.cpp; do
+  name=$(basename "$src" .cpp)
+  exe=build/torch2/bench/$name
+  [ "$name" = bench_main ] && continue  # the shared main(), not a benchmark
+  [ -x "$exe" ] || { echo "bench: $exe not built" >&2; exit 1; }
   echo "=== $name ($threads threads)"
   "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
     --benchmark_out="$out/$name.json" --benchmark_out_format=json

@@ -1,0 +1,126 @@
+// Figures 6 and 7: one training step of the example's RoBERTa regressor.
+//   6  forward + backward + AdamW + schedule + SWA update, at the demo model's
+//      shape and at roberta-base's shape (batch 8 x 256 tokens); the PyTorch
+//      column runs the same step with transformers' RobertaModel.
+//   7  the five techniques' share of a step: the plain step (one AdamW group,
+//      nothing else) beside the full step, and the techniques' own calls
+//      (schedule step, SWA update, evaluator hook) timed alone on the same model.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+#include <finetune/finetune.hpp>
+
+#include <filesystem>
+#include <memory>
+
+#include "bench_common.hpp"
+#include "roberta_model.hpp"
+
+namespace {
+
+using roberta_regression::RobertaConfig;
+using roberta_regression::RobertaRegressor;
+
+struct Shape {
+  RobertaConfig config;
+  int64_t batch, tokens;
+};
+
+// The demo's embedded model (assets/demo-model/config.json) and its batch.
+Shape demo_shape() {
+  RobertaConfig c;
+  c.vocab_size = 8192;
+  c.hidden_size = 128;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 512;
+  c.max_position_embeddings = 130;
+  return {c, 16, 96};
+}
+
+// roberta-base (its config.json) at batch 8 x 256.
+Shape base_shape() { return {RobertaConfig{}, 8, 256}; }
+
+Shape shape_of(const benchmark::State& state) {
+  return state.range(0) == 0 ? demo_shape() : base_shape();
+}
+
+// Everything a training step touches, built once per benchmark.
+struct Step {
+  explicit Step(const Shape& s, bool techniques) : model(s.config) {
+    torch::manual_seed(0);
+    ids = torch::randint(5, s.config.vocab_size, {s.batch, s.tokens}, torch::kInt64);
+    mask = torch::ones({s.batch, s.tokens}, torch::kInt64);
+    target = torch::randn({s.batch});
+    model->train();
+    if (techniques) {
+      finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(
+          *model, finetune::LayerwiseLROptions::article_layerwise());
+      optimizer = std::make_unique<torch::optim::AdamW>(llrd.param_groups(),
+                                                        torch::optim::AdamWOptions(3.5e-6));
+      llrd.apply_to(*optimizer);
+      schedule = std::make_unique<finetune::WarmupLinearSchedule>(
+          *optimizer, finetune::WarmupLinearScheduleOptions(50, 1 << 30));
+      swa = std::make_unique<finetune::SWAWrapper>(*model);
+      swa->update(*model);
+    } else {
+      optimizer = std::make_unique<torch::optim::AdamW>(model->parameters(),
+                                                        torch::optim::AdamWOptions(1e-5));
+    }
+  }
+
+  void plain() {
+    const auto loss = torch::sqrt(torch::mse_loss(model->forward(ids, mask), target));
+    optimizer->zero_grad();
+    loss.backward();
+    optimizer->step();
+  }
+
+  void full() {
+    plain();
+    schedule->step();
+    swa->update(*model);
+  }
+
+  RobertaRegressor model;
+  torch::Tensor ids, mask, target;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<finetune::WarmupLinearSchedule> schedule;
+  std::unique_ptr<finetune::SWAWrapper> swa;
+};
+
+void BM_TrainingStepPlain(benchmark::State& state) {
+  Step step(shape_of(state), false);
+  step.plain();  // AdamW allocates its state on the first step
+  for (auto _ : state) step.plain();
+}
+
+void BM_TrainingStepFull(benchmark::State& state) {
+  Step step(shape_of(state), true);
+  step.full();
+  for (auto _ : state) step.full();
+}
+
+// The techniques' own per-step calls on the same model, without the step:
+// one schedule step, one SWA update and one evaluator hook that does not
+// evaluate (the batches between evaluations).
+void BM_TechniquesPerStep(benchmark::State& state) {
+  Step step(shape_of(state), true);
+  const auto dir = std::filesystem::temp_directory_path() / "finetune_bench_evaluator";
+  std::filesystem::create_directories(dir);
+  finetune::PeriodicEvaluator evaluator(
+      finetune::PeriodicEvaluatorOptions(dir.string()).eval_every(1 << 30), *step.model);
+  int64_t i = 1;
+  for (auto _ : state) {
+    step.schedule->step();
+    step.swa->update(*step.model);
+    benchmark::DoNotOptimize(evaluator.step(2, i++, 1 << 30, [] { return 0.0; }));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+// Arg 0: the demo's shape; arg 1: roberta-base at batch 8 x 256.
+BENCHMARK(BM_TrainingStepPlain)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainingStepFull)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TechniquesPerStep)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
