@@ -12,10 +12,12 @@
 #include "cmd_forward.hpp"
 #include "cmd_pretrain.hpp"
 #include "cmd_tokenize.hpp"
+#include "cmd_train.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"roberta_regression: fine-tune RoBERTa for regression with finetune"};
   app.require_subcommand(1);
+  app.fallthrough();  // `train --threads 2` as well as `--threads 2 train`
 
   // LibTorch takes half the cores by default; the example takes them all.
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -27,11 +29,15 @@ int main(int argc, char** argv) {
   roberta_regression::add_forward_command(app);
   roberta_regression::add_pretrain_command(app);
   roberta_regression::add_tokenize_command(app);
+  roberta_regression::add_train_commands(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const roberta_regression::Interrupted& e) {
+    fmt::print(stderr, "roberta_regression: {}\n", e.what());
+    return 130;
   } catch (const std::exception& e) {
     fmt::print(stderr, "roberta_regression: {}\n", e.what());
     return 1;

@@ -1,0 +1,603 @@
+// The article's fine-tuning experiment (train-roberta-advanced.ipynb), composed
+// from the library's five techniques: one fold = one run of the notebook's
+// `run_training` loop. Example code, not library API.
+//
+// Inside a step, as in the notebook: forward, sqrt(MSE), backward,
+// optimizer.step(), record the learning rates, then exactly one scheduler
+// step (SWALR in SWA epochs, the warm-up/linear schedule otherwise) and, in
+// SWA epochs, update the average; then the evaluator decides whether to
+// evaluate. Nothing in a step waits for the device: losses are summed on the
+// device and read when an evaluation happens.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <finetune/finetune.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "data.hpp"
+#include "folds.hpp"
+#include "roberta_config.hpp"
+#include "roberta_model.hpp"
+#include "safetensors.hpp"
+#include "tokenizer.hpp"
+
+namespace roberta_regression {
+
+// ---------------------------------------------------------------------------
+// Declarations
+// ---------------------------------------------------------------------------
+
+/// Everything one `train` run needs. Defaults: the notebook's settings with
+/// every technique switched off (its "basic fine-tuning" run).
+struct TrainSettings {
+  std::string data;             ///< CommonLit-shaped CSV (.csv or .csv.gz)
+  std::string model_dir;        ///< config.json, model.safetensors, vocab.json, merges.txt
+  std::string out_dir = "runs/train";  ///< per-fold checkpoints, histories, curves
+  bool random_init = false;     ///< HF-initialized weights instead of model.safetensors
+
+  finetune::LLRDMode llrd = finetune::LLRDMode::none;
+  double lr_scale = 1.0;        ///< multiplies every rate, swa_lr included
+  int64_t warmup_steps = 0;
+  int64_t reinit_layers = 0;    ///< top layers (and the pooler) re-initialized
+  std::optional<double> swa_lr; ///< unset: no SWA (before lr_scale)
+  int64_t swa_start_epoch = 3;  ///< first SWA epoch (0-based, as the notebook)
+  int64_t swa_anneal_steps = 10;
+  std::optional<int64_t> eval_every;  ///< unset: evaluate once per epoch
+  int64_t eval_every_from_epoch = 2;
+  int64_t patience = 50;        ///< the notebook's EARLY_STOP_THRESHOLD
+
+  int64_t folds = 5;
+  std::optional<int64_t> fold;  ///< unset: every fold
+  int64_t epochs = 15;
+  int64_t batch_size = 16;
+  int64_t val_batch_size = 64;
+  int64_t max_length = 250;
+  uint32_t seed = 3377;
+  std::string device = "cpu";
+  /// "auto" (on when the CSV has an `address` column, i.e. the embedded data,
+  /// whose target is a year), "on" or "off". Training then fits the
+  /// standardized target; RMSE is always reported in the target's units.
+  std::string standardize_target = "auto";
+};
+
+/// The article's learning rates for a mode, times `scale`.
+finetune::LayerwiseLROptions article_rates(finetune::LLRDMode mode, double scale);
+/// One line: the rates a mode uses, e.g. "top 3.5e-06, x0.9 per layer down, head 3.6e-06".
+std::string describe_rates(finetune::LLRDMode mode, double scale, std::optional<double> swa_lr);
+finetune::LLRDMode parse_llrd(const std::string& name);
+std::string llrd_name(finetune::LLRDMode mode);
+
+/// The data set encoded once: ids and masks [N, max_length] (int64, CPU),
+/// targets [N] (float64, target units), the fold of every row.
+struct EncodedDataset {
+  std::string path;
+  torch::Tensor input_ids, attention_mask, targets;
+  std::vector<int64_t> fold_of_row;
+  bool grouped = false;  ///< folds by address (the embedded data)
+  bool standardize = false;
+  int64_t dropped = 0;
+};
+
+/// Reads the CSV, checks the tokenizer against the model, encodes every
+/// excerpt (truncated and padded to max_length, as the notebook) and makes
+/// the notebook's folds (grouped by address when the CSV has one).
+EncodedDataset load_dataset(const TrainSettings& settings, RobertaTokenizer& tokenizer);
+
+/// The model folder's files, checked: config.json parsed, vocab.json and
+/// merges.txt loaded and consistent with the config.
+struct ModelFiles {
+  std::string dir;
+  RobertaConfig config;
+  std::unique_ptr<RobertaTokenizer> tokenizer;
+};
+ModelFiles load_model_files(const std::string& dir, int64_t max_length);
+
+/// A regressor for one fold: HF initialization (global generator, seeded by
+/// the caller), then the pretrained weights unless random_init. Throws
+/// std::invalid_argument naming the file when an encoder weight is missing or
+/// a shape does not match the config.
+RobertaRegressor build_regressor(const ModelFiles& files, bool random_init);
+
+/// Per-step learning rates as the notebook's `collect_lr_by_layers`: columns
+/// embeddings, layer0..layerN-1, pooler, regressor.
+class LayerLRProbe {
+ public:
+  LayerLRProbe(const finetune::LayerwiseLRGroups<torch::optim::AdamWOptions>& groups,
+               int64_t num_layers);
+  std::vector<std::string> columns() const;
+  std::vector<double> read(const torch::optim::Optimizer& optimizer) const;
+
+ private:
+  std::vector<size_t> group_of_column_;
+  int64_t num_layers_;
+};
+
+/// One point of the train/validation curve (one raw evaluation).
+struct CurvePoint {
+  int64_t epoch, batch, step;
+  double train_rmse;  ///< mean training loss since the epoch began, in target units
+  double val_rmse;
+  std::optional<double> swa_val_rmse;
+};
+
+/// What one fold's run gives.
+struct FoldResult {
+  int64_t fold = 0;
+  int64_t n_train = 0, n_val = 0;
+  double best_rmse = 0.0;                 ///< the fold's score
+  std::optional<double> best_swa_rmse;    ///< best of the averaged weights (SWA runs)
+  int64_t steps = 0, evaluations = 0;
+  bool early_stopped = false;
+  bool interrupted = false;
+  double seconds = 0.0;
+  std::vector<CurvePoint> curve;
+  std::vector<std::vector<double>> lrs;   ///< per step, LayerLRProbe's columns
+  std::vector<std::string> lr_columns;
+  std::string checkpoint_dir;
+};
+
+/// Hooks of a fold run (all optional).
+struct FoldCallbacks {
+  /// Evaluation log lines (the evaluator's), e.g. "fold 0, epoch 2, batch 30, RMSE ...".
+  std::function<void(const std::string&)> log;
+  /// After every step: (steps done, steps planned at most).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+/// Trains fold `fold` (validation = rows of that fold) and returns its result.
+/// Stops early on the evaluator's signal or when interrupt_requested() is set
+/// (after the current step; the best checkpoint on disk stays intact).
+FoldResult train_fold(const TrainSettings& settings, const ModelFiles& files,
+                      const EncodedDataset& data, int64_t fold, const FoldCallbacks& callbacks);
+
+/// Set by the CLI's SIGINT handler; the loop stops after the current step.
+inline std::atomic<bool>& interrupt_requested() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+/// numpy's std (ddof 0) and mean of a list.
+double mean_of(const std::vector<double>& v);
+double std_of(const std::vector<double>& v);
+
+// ---------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------
+
+inline finetune::LayerwiseLROptions article_rates(finetune::LLRDMode mode, double scale) {
+  if (!(scale > 0.0) || !std::isfinite(scale))
+    throw std::invalid_argument("--lr-scale must be a positive number, got " +
+                                std::to_string(scale));
+  switch (mode) {
+    case finetune::LLRDMode::none:  // the notebook: AdamW(model.parameters(), lr=1e-6)
+      return finetune::LayerwiseLROptions(1e-6 * scale).mode(finetune::LLRDMode::none);
+    case finetune::LLRDMode::layerwise: {
+      auto o = finetune::LayerwiseLROptions::article_layerwise();
+      return o.lr(o.lr() * scale).head_lr(*o.head_lr() * scale);
+    }
+    case finetune::LLRDMode::grouped: {
+      auto o = finetune::LayerwiseLROptions::article_grouped();
+      return o.lr(o.lr() * scale);  // head = lr * head_scale (3.6)
+    }
+  }
+  throw std::invalid_argument("unknown LLRD mode");
+}
+
+inline std::string describe_rates(finetune::LLRDMode mode, double scale,
+                                  std::optional<double> swa_lr) {
+  const auto o = article_rates(mode, scale);
+  std::ostringstream out;
+  out.precision(3);
+  switch (mode) {
+    case finetune::LLRDMode::none:
+      out << "all " << o.lr();
+      break;
+    case finetune::LLRDMode::layerwise:
+      out << "top layer " << o.lr() << ", x" << o.decay() << " per layer down, head "
+          << *o.head_lr();
+      break;
+    case finetune::LLRDMode::grouped:
+      out << "layer groups " << o.lr() * o.group_scales()[0] << " / " << o.lr() * o.group_scales()[1]
+          << " / " << o.lr() * o.group_scales()[2] << ", head " << o.lr() * o.head_scale();
+      break;
+  }
+  if (swa_lr) out << "; swa_lr " << *swa_lr * scale;
+  return out.str();
+}
+
+inline finetune::LLRDMode parse_llrd(const std::string& name) {
+  if (name == "none") return finetune::LLRDMode::none;
+  if (name == "layerwise") return finetune::LLRDMode::layerwise;
+  if (name == "grouped") return finetune::LLRDMode::grouped;
+  throw std::invalid_argument("--llrd: expected none, layerwise or grouped, got '" + name + "'");
+}
+
+inline std::string llrd_name(finetune::LLRDMode mode) {
+  switch (mode) {
+    case finetune::LLRDMode::none: return "none";
+    case finetune::LLRDMode::layerwise: return "layerwise";
+    case finetune::LLRDMode::grouped: return "grouped";
+  }
+  return "?";
+}
+
+inline ModelFiles load_model_files(const std::string& dir, int64_t max_length) {
+  namespace fs = std::filesystem;
+  ModelFiles files;
+  files.dir = dir;
+  if (!fs::is_directory(dir))
+    throw std::invalid_argument("--model " + dir + ": not a folder (expected config.json, "
+                                "model.safetensors, vocab.json, merges.txt)");
+  files.config = RobertaConfig::from_json_file((fs::path(dir) / "config.json").string());
+  files.tokenizer = std::make_unique<RobertaTokenizer>((fs::path(dir) / "vocab.json").string(),
+                                                       (fs::path(dir) / "merges.txt").string());
+  const auto& c = files.config;
+  if (files.tokenizer->vocab_size() > c.vocab_size)
+    throw std::invalid_argument(
+        dir + "/vocab.json has " + std::to_string(files.tokenizer->vocab_size()) +
+        " tokens but config.json's vocab_size is " + std::to_string(c.vocab_size) +
+        ": the tokenizer does not belong to this model");
+  if (files.tokenizer->pad_token_id() != c.pad_token_id)
+    throw std::invalid_argument(dir + "/vocab.json: <pad> is id " +
+                                std::to_string(files.tokenizer->pad_token_id()) +
+                                " but config.json's pad_token_id is " +
+                                std::to_string(c.pad_token_id));
+  // RoBERTa's positions start after padding_idx: max_length + pad + 1 positions.
+  if (max_length < 2 || max_length + c.pad_token_id + 1 > c.max_position_embeddings)
+    throw std::invalid_argument("--max-length " + std::to_string(max_length) +
+                                ": the model at " + dir + " takes 2 to " +
+                                std::to_string(c.max_position_embeddings - c.pad_token_id - 1) +
+                                " tokens (max_position_embeddings " +
+                                std::to_string(c.max_position_embeddings) + ")");
+  return files;
+}
+
+inline RobertaRegressor build_regressor(const ModelFiles& files, bool random_init) {
+  RobertaRegressor model(files.config);
+  // HF's from_pretrained: weights the file lacks (roberta-base has no pooler)
+  // keep HF's initialization; the regressor keeps nn.Linear's, as the notebook.
+  init_roberta_weights(*model->roberta, files.config.initializer_range);
+  if (random_init) return model;
+  const std::string path = (std::filesystem::path(files.dir) / "model.safetensors").string();
+  const LoadReport report = load_safetensors_weights(*model, path);
+  std::vector<std::string> missing_encoder;
+  for (const auto& name : report.missing)
+    if (name.rfind("regressor.", 0) != 0 && name.rfind("roberta.pooler.", 0) != 0)
+      missing_encoder.push_back(name);
+  if (!missing_encoder.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing_encoder.size() && i < 5; ++i)
+      list += (i ? ", " : "") + missing_encoder[i];
+    throw std::invalid_argument(path + " lacks " + std::to_string(missing_encoder.size()) +
+                                " encoder weight(s) that config.json implies: " + list +
+                                (missing_encoder.size() > 5 ? ", ..." : ""));
+  }
+  return model;
+}
+
+inline EncodedDataset load_dataset(const TrainSettings& s, RobertaTokenizer& tokenizer) {
+  if (s.folds < 2)
+    throw std::invalid_argument("--folds must be at least 2, got " + std::to_string(s.folds));
+  if (s.fold && (*s.fold < 0 || *s.fold >= s.folds))
+    throw std::invalid_argument("--fold " + std::to_string(*s.fold) + ": expected 0 to " +
+                                std::to_string(s.folds - 1));
+  const CommonLitData csv = read_commonlit_csv(s.data);
+  const int64_t n = static_cast<int64_t>(csv.rows.size());
+  EncodedDataset d;
+  d.path = s.data;
+  d.dropped = csv.dropped;
+  d.grouped = csv.has_address;
+  if (s.standardize_target == "auto")
+    d.standardize = csv.has_address;
+  else if (s.standardize_target == "on" || s.standardize_target == "off")
+    d.standardize = s.standardize_target == "on";
+  else
+    throw std::invalid_argument("--standardize-target: expected auto, on or off, got '" +
+                                s.standardize_target + "'");
+
+  std::vector<double> targets;
+  std::vector<std::string> groups;
+  for (const auto& row : csv.rows) {
+    targets.push_back(row.target);
+    groups.push_back(row.address);
+  }
+  d.fold_of_row = d.grouped ? grouped_article_folds(targets, groups, s.folds, s.seed)
+                            : article_folds(targets, s.folds, s.seed);
+  std::vector<int64_t> rows_per_fold(static_cast<size_t>(s.folds), 0);
+  for (int64_t f : d.fold_of_row) ++rows_per_fold[static_cast<size_t>(f)];
+  for (int64_t f = 0; f < s.folds; ++f)
+    if (rows_per_fold[static_cast<size_t>(f)] == 0)
+      throw std::invalid_argument(s.data + ": " + std::to_string(n) + " rows are too few for " +
+                                  std::to_string(s.folds) + " folds (fold " + std::to_string(f) +
+                                  " is empty)");
+
+  d.input_ids = torch::empty({n, s.max_length}, torch::kInt64);
+  d.attention_mask = torch::empty({n, s.max_length}, torch::kInt64);
+  auto ids = d.input_ids.accessor<int64_t, 2>();
+  auto mask = d.attention_mask.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    const Encoding e = tokenizer.encode(csv.rows[static_cast<size_t>(i)].excerpt, s.max_length);
+    for (int64_t t = 0; t < s.max_length; ++t) {
+      ids[i][t] = e.input_ids[static_cast<size_t>(t)];
+      mask[i][t] = e.attention_mask[static_cast<size_t>(t)];
+    }
+  }
+  d.targets = torch::tensor(targets, torch::kFloat64);
+  return d;
+}
+
+inline LayerLRProbe::LayerLRProbe(
+    const finetune::LayerwiseLRGroups<torch::optim::AdamWOptions>& groups, int64_t num_layers)
+    : num_layers_(num_layers) {
+  auto group_of = [&](const std::string& parameter) {
+    for (size_t g = 0; g < groups.size(); ++g)
+      for (const auto& name : groups.groups()[g].parameter_names)
+        if (name == parameter) return g;
+    throw std::invalid_argument("lr log: no optimizer group holds " + parameter);
+  };
+  group_of_column_.push_back(group_of("roberta.embeddings.word_embeddings.weight"));
+  for (int64_t i = 0; i < num_layers; ++i)
+    group_of_column_.push_back(
+        group_of("roberta.encoder.layer." + std::to_string(i) + ".attention.self.query.weight"));
+  group_of_column_.push_back(group_of("roberta.pooler.dense.weight"));
+  group_of_column_.push_back(group_of("regressor.weight"));
+}
+
+inline std::vector<std::string> LayerLRProbe::columns() const {
+  std::vector<std::string> c{"embeddings"};
+  for (int64_t i = 0; i < num_layers_; ++i) c.push_back("layer" + std::to_string(i));
+  c.push_back("pooler");
+  c.push_back("regressor");
+  return c;
+}
+
+inline std::vector<double> LayerLRProbe::read(const torch::optim::Optimizer& optimizer) const {
+  std::vector<double> out;
+  out.reserve(group_of_column_.size());
+  for (size_t g : group_of_column_) out.push_back(optimizer.param_groups()[g].options().get_lr());
+  return out;
+}
+
+inline double mean_of(const std::vector<double>& v) {
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  return v.empty() ? std::nan("") : sum / static_cast<double>(v.size());
+}
+
+inline double std_of(const std::vector<double>& v) {
+  const double m = mean_of(v);
+  double sum = 0.0;
+  for (double x : v) sum += (x - m) * (x - m);
+  return v.empty() ? std::nan("") : std::sqrt(sum / static_cast<double>(v.size()));
+}
+
+namespace detail {
+
+/// Root mean squared error of `model` over rows `ids`/`mask`/`target` (on the
+/// model's device), in target units: one host read at the end.
+inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
+                              const torch::Tensor& mask, const torch::Tensor& target,
+                              int64_t batch_size, double mean, double scale) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int64_t n = ids.size(0);
+  torch::Tensor sum = torch::zeros({}, target.options());
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t end = std::min(n, start + batch_size);
+    const auto prediction =
+        model->forward(ids.slice(0, start, end), mask.slice(0, start, end)).to(target.dtype());
+    sum += (prediction * scale + mean - target.slice(0, start, end)).square().sum();
+  }
+  model->train(was_training);
+  return std::sqrt(sum.item<double>() / static_cast<double>(n));
+}
+
+inline void save_weights(const torch::nn::Module& model, const std::string& path) {
+  NamedTensors tensors;
+  for (const auto& p : model.named_parameters(/*recurse=*/true))
+    tensors.emplace_back(p.key(), p.value().detach().to(torch::kFloat32));
+  write_safetensors(path, tensors, {{"format", "pt"}});
+}
+
+}  // namespace detail
+
+inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
+                             const EncodedDataset& data, int64_t fold,
+                             const FoldCallbacks& callbacks) {
+  namespace fs = std::filesystem;
+  const auto started = std::chrono::steady_clock::now();
+  if (s.device == "cuda" && !torch::cuda::is_available())
+    throw std::invalid_argument("--device cuda: no CUDA device is available");
+  if (s.device != "cpu" && s.device != "cuda")
+    throw std::invalid_argument("--device: expected cpu or cuda, got '" + s.device + "'");
+  const torch::Device device(s.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  if (s.epochs < 1 || s.batch_size < 1 || s.val_batch_size < 1)
+    throw std::invalid_argument("--epochs and --batch-size must be at least 1");
+  if (s.swa_lr && s.swa_start_epoch >= s.epochs)
+    throw std::invalid_argument("--swa-start-epoch " + std::to_string(s.swa_start_epoch) +
+                                " is not before --epochs " + std::to_string(s.epochs) +
+                                " (epochs count from 0): SWA would never start");
+  if (s.eval_every && s.eval_every_from_epoch >= s.epochs)
+    throw std::invalid_argument("--eval-every-from-epoch " + std::to_string(s.eval_every_from_epoch) +
+                                " is not before --epochs " + std::to_string(s.epochs) +
+                                " (epochs count from 0): frequent evaluation would never start");
+
+  FoldResult result;
+  result.fold = fold;
+
+  // --- the fold's rows ---------------------------------------------------------
+  std::vector<int64_t> train_rows, val_rows;
+  for (size_t i = 0; i < data.fold_of_row.size(); ++i)
+    (data.fold_of_row[i] == fold ? val_rows : train_rows).push_back(static_cast<int64_t>(i));
+  if (train_rows.empty() || val_rows.empty())
+    throw std::invalid_argument("fold " + std::to_string(fold) + " has no training or no validation rows");
+  const auto take = [&](const torch::Tensor& t, const std::vector<int64_t>& rows) {
+    return t.index_select(0, torch::tensor(rows, torch::kInt64)).to(device);
+  };
+  const auto train_ids = take(data.input_ids, train_rows);
+  const auto train_mask = take(data.attention_mask, train_rows);
+  const auto val_ids = take(data.input_ids, val_rows);
+  const auto val_mask = take(data.attention_mask, val_rows);
+  const auto val_target = take(data.targets, val_rows);
+  const auto train_target_units = take(data.targets, train_rows);
+  // The embedded data's target is a year: fit (y - mean) / std of the training rows.
+  double mean = 0.0, scale = 1.0;
+  if (data.standardize) {
+    const auto t = data.targets.index_select(0, torch::tensor(train_rows, torch::kInt64));
+    mean = t.mean().item<double>();
+    scale = t.std(/*unbiased=*/false).item<double>();
+    if (!(scale > 0.0)) scale = 1.0;
+  }
+  const auto train_target = ((train_target_units - mean) / scale).to(torch::kFloat32);
+  const int64_t n_train = static_cast<int64_t>(train_rows.size());
+  result.n_train = n_train;
+  result.n_val = static_cast<int64_t>(val_rows.size());
+
+  // --- model, as the notebook's run_training builds it ------------------------------
+  torch::manual_seed(s.seed);  // set_random_seed(3377) at the start of every fold
+  RobertaRegressor model = build_regressor(files, s.random_init);
+  const int64_t num_layers = files.config.num_hidden_layers;
+  if (s.reinit_layers > 0) {
+    finetune::ReinitTopLayers(
+        finetune::ReinitTopLayersOptions(s.reinit_layers)
+            .initializer_range(files.config.initializer_range))(
+        model->roberta->layers(), {{"pooler", model->roberta->pooler.ptr()}});
+  }
+  model->to(device);
+  model->train();
+
+  std::unique_ptr<finetune::SWAWrapper> swa;
+  if (s.swa_lr) swa = std::make_unique<finetune::SWAWrapper>(*model);
+
+  finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> groups(
+      *model, article_rates(s.llrd, s.lr_scale).num_layers(num_layers),
+      // HF's AdamW in the notebook: eps 1e-6 (torch's default is 1e-8).
+      torch::optim::AdamWOptions().eps(1e-6));
+  torch::optim::AdamW optimizer(groups.param_groups(), torch::optim::AdamWOptions().eps(1e-6));
+  groups.apply_to(optimizer);
+  const LayerLRProbe probe(groups, num_layers);
+  result.lr_columns = probe.columns();
+
+  // The notebook's count: int(len(df_train) / TRAIN_BS * EPOCHS), not a ceiling.
+  const auto total_steps = static_cast<int64_t>(static_cast<double>(n_train) /
+                                                static_cast<double>(s.batch_size) *
+                                                static_cast<double>(s.epochs));
+  if (total_steps < 1)
+    throw std::invalid_argument("fold " + std::to_string(fold) + ": " + std::to_string(n_train) +
+                                " training rows make no training step");
+  finetune::WarmupLinearSchedule schedule(
+      optimizer, finetune::WarmupLinearScheduleOptions(s.warmup_steps, total_steps));
+  std::unique_ptr<finetune::SWALR> swalr;
+  if (s.swa_lr)
+    swalr = std::make_unique<finetune::SWALR>(
+        optimizer, finetune::SWALROptions(*s.swa_lr * s.lr_scale).anneal_epochs(s.swa_anneal_steps));
+
+  // --- evaluation ---------------------------------------------------------------------
+  const fs::path dir = fs::path(s.out_dir) / ("fold" + std::to_string(fold));
+  fs::create_directories(dir);
+  files.config.save((dir / "config.json").string());
+  result.checkpoint_dir = dir.string();
+  finetune::PeriodicEvaluator evaluator(
+      finetune::PeriodicEvaluatorOptions(dir.string())
+          .eval_every(s.eval_every.value_or(1))
+          // Without --eval-every: once per epoch, at its last batch (the notebook's train_fn).
+          .eval_every_from_epoch(s.eval_every ? s.eval_every_from_epoch : s.epochs)
+          .patience(s.patience)
+          .checkpoint_name("best.safetensors")
+          .averaged_checkpoint_name("best_swa.safetensors")
+          .log_prefix("fold " + std::to_string(fold) + ", "),
+      [&model](const std::string& path) { detail::save_weights(*model, path); },
+      callbacks.log ? finetune::PeriodicEvaluator::LogFn(callbacks.log)
+                    : finetune::PeriodicEvaluator::stdout_logger());
+  auto evaluate = [&] {
+    return detail::validation_rmse(model, val_ids, val_mask, val_target, s.val_batch_size, mean,
+                                   scale);
+  };
+  double last_averaged_rmse = std::nan("");
+  auto evaluate_averaged = [&] {
+    auto averaged = swa->swap_in(*model);
+    last_averaged_rmse = evaluate();
+    return last_averaged_rmse;
+  };
+  auto save_averaged = [&](const std::string& path) {
+    auto averaged = swa->swap_in(*model);
+    detail::save_weights(*model, path);
+  };
+
+  // --- the loop -------------------------------------------------------------------------
+  const int64_t batches = (n_train + s.batch_size - 1) / s.batch_size;  // last one partial
+  auto shuffle = at::detail::createCPUGenerator(s.seed);
+  int64_t step = 0;
+  bool stop = false;
+  for (int64_t epoch = 0; epoch < s.epochs && !stop; ++epoch) {
+    const bool swa_epoch = s.swa_lr && epoch >= s.swa_start_epoch;
+    const auto order = torch::randperm(n_train, shuffle, torch::kInt64).to(device);
+    torch::Tensor loss_sum = torch::zeros({}, train_target.options());
+    for (int64_t i = 0; i < batches && !stop; ++i) {
+      const auto rows = order.slice(0, i * s.batch_size, std::min(n_train, (i + 1) * s.batch_size));
+      optimizer.zero_grad();
+      const auto prediction =
+          model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
+      const auto loss = torch::sqrt(torch::mse_loss(prediction, train_target.index_select(0, rows)));
+      loss.backward();
+      optimizer.step();
+      result.lrs.push_back(probe.read(optimizer));
+      if (swa_epoch) {
+        swa->update(*model);
+        swalr->step();
+      } else {
+        schedule.step();
+      }
+      loss_sum += loss.detach();
+      ++step;
+
+      stop = swa_epoch ? evaluator.step(epoch, i, batches, evaluate, evaluate_averaged, save_averaged)
+                       : evaluator.step(epoch, i, batches, evaluate);
+      if (evaluator.evaluated_last_step()) {
+        CurvePoint point{epoch, i, step, loss_sum.item<double>() / static_cast<double>(i + 1) * scale,
+                         evaluator.last_evaluation().metric, std::nullopt};
+        if (swa_epoch) point.swa_val_rmse = last_averaged_rmse;
+        result.curve.push_back(point);
+      }
+      if (callbacks.progress) callbacks.progress(step, batches * s.epochs);
+      if (interrupt_requested().load()) {
+        result.interrupted = true;
+        stop = true;
+      }
+    }
+  }
+  result.early_stopped = evaluator.should_stop();
+  result.steps = step;
+  result.evaluations = evaluator.num_evaluations();
+  result.best_rmse = evaluator.best();
+  if (swa && swa->n_averaged() > 0) {
+    result.best_swa_rmse = evaluator.best_averaged();
+    // The notebook's last call: update_bn(train_data_loader, swa_model). RoBERTa
+    // has no BatchNorm, so this is a no-op kept for models that do.
+    auto averaged = swa->swap_in(*model);
+    finetune::update_bn(*model, [&] {
+      torch::NoGradGuard no_grad;
+      for (int64_t start = 0; start < n_train; start += s.batch_size)
+        model->forward(train_ids.slice(0, start, std::min(n_train, start + s.batch_size)),
+                       train_mask.slice(0, start, std::min(n_train, start + s.batch_size)));
+    });
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+}  // namespace roberta_regression
