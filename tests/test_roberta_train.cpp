@@ -344,3 +344,19 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
                       [](const auto& named) { return named.first == "regressor.weight"; }));
   }
 }
+
+TEST_CASE("the shipped demo model loads: only the pooler is left to initialize", "[roberta][train]") {
+  const std::string dir = std::string(kAssetsDir) + "/demo-model";
+  const ModelFiles files = load_model_files(dir, 96);
+  CHECK(files.config.num_hidden_layers == 4);
+  CHECK(files.tokenizer->vocab_size() == files.config.vocab_size);
+  RobertaRegressor model(files.config);
+  const LoadReport report =
+      load_safetensors_weights(*model, (std::filesystem::path(dir) / "model.safetensors").string());
+  for (const auto& name : report.missing) {
+    INFO(name);
+    CHECK((name.rfind("roberta.pooler.", 0) == 0 || name.rfind("regressor.", 0) == 0));
+  }
+  CHECK(report.loaded.size() == model->named_parameters().size() - report.missing.size());
+  CHECK_NOTHROW(build_regressor(files, /*random_init=*/false));
+}

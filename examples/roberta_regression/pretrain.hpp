@@ -27,7 +27,7 @@ struct PretrainOptions {
   int64_t intermediate_size = 512;
   int64_t max_length = 128;  ///< tokens per sequence, <s> and </s> included
   int64_t batch_size = 32;
-  int64_t steps = 3000;
+  int64_t steps = 6000;
   double lr = 1e-3;
   double warmup_fraction = 0.06;  ///< RoBERTa's recipe: 6% warm-up, then linear decay
   double weight_decay = 0.01;
