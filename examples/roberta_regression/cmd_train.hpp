@@ -141,12 +141,7 @@ inline std::vector<FoldResult> run_folds(const TrainSettings& s, const ModelFile
     FoldResult r = train_fold(s, files, data, fold, callbacks);
     bar.clear();
     if (lr_log && lr_log->is_open()) {
-      for (size_t step = 0; step < r.lrs.size(); ++step) {
-        if (folds.size() > 1) *lr_log << fold << ',';
-        *lr_log << step;
-        for (double lr : r.lrs[step]) *lr_log << fmt::format(",{:.17g}", lr);
-        *lr_log << '\n';
-      }
+      write_lr_csv_rows(*lr_log, r, /*with_fold=*/folds.size() > 1);
       lr_log->flush();
     }
     fmt::print("{}fold {}: best RMSE {:.4f}{}, {} steps, {} evaluations{}, {:.0f} s\n", label, fold,
@@ -160,12 +155,6 @@ inline std::vector<FoldResult> run_folds(const TrainSettings& s, const ModelFile
   return results;
 }
 
-inline std::string lr_log_header(const ModelFiles& files, bool with_fold) {
-  std::string h = with_fold ? "fold,step,embeddings" : "step,embeddings";
-  for (int64_t i = 0; i < files.config.num_hidden_layers; ++i) h += ",layer" + std::to_string(i);
-  return h + ",pooler,regressor\n";
-}
-
 inline std::string plot_title(const std::string& text) {
   std::string t = text;
   for (char& c : t)
@@ -176,12 +165,13 @@ inline std::string plot_title(const std::string& text) {
 inline void plot_results(const std::string& dir, const std::string& title,
                          const std::vector<FoldResult>& results) {
   if (dir.empty()) return;
-  if (!gnuplot_available()) {
+  const bool draw = gnuplot_available();
+  if (!draw) {
     fmt::print("--plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote the CSV "
                "files and gnuplot scripts to {} only\n", dir);
   }
   for (const auto& r : results)
-    for (const auto& png : plot_fold(dir, plot_title(title), r)) fmt::print("plot: {}\n", png);
+    for (const auto& png : plot_fold(dir, plot_title(title), r, draw)) fmt::print("plot: {}\n", png);
 }
 
 inline nlohmann::json fold_json(const FoldResult& r) {
@@ -192,6 +182,23 @@ inline nlohmann::json fold_json(const FoldResult& r) {
                       {"seconds", r.seconds}, {"checkpoint_dir", r.checkpoint_dir}};
   j["best_swa_rmse"] = r.best_swa_rmse ? nlohmann::json(*r.best_swa_rmse) : nlohmann::json(nullptr);
   return j;
+}
+
+/// One configuration's scores: every fold's best RMSE, the averaged (SWA)
+/// weights' where they ran, and each fold as JSON.
+struct FoldScores {
+  std::vector<double> best, swa;
+  nlohmann::json folds = nlohmann::json::array();
+};
+
+inline FoldScores fold_scores(const std::vector<FoldResult>& results) {
+  FoldScores scores;
+  for (const auto& r : results) {
+    scores.best.push_back(r.best_rmse);
+    if (r.best_swa_rmse) scores.swa.push_back(*r.best_swa_rmse);
+    scores.folds.push_back(fold_json(r));
+  }
+  return scores;
 }
 
 /// Options shared by train and table (the experiment's, not the techniques').
@@ -282,19 +289,12 @@ inline std::string markdown_table(const TableResult& t) {
   out << "---:|---:|---:|\n";
   for (size_t i = 0; i < t.rows.size(); ++i) {
     const auto& row = t.rows[i];
-    std::vector<double> best, swa;
+    const auto scores = detail::fold_scores(row.folds);
     out << "| " << row.number << " | " << row.technique << " |";
-    for (size_t k = 0; k < folds.size(); ++k) {
-      if (k < row.folds.size()) {
-        out << fmt::format(" {:.4f} |", row.folds[k].best_rmse);
-        best.push_back(row.folds[k].best_rmse);
-        if (row.folds[k].best_swa_rmse) swa.push_back(*row.folds[k].best_swa_rmse);
-      } else {
-        out << " - |";
-      }
-    }
-    out << fmt::format(" {:.4f} ± {:.4f} |", mean_of(best), std_of(best));
-    out << (swa.empty() ? std::string(" - |") : fmt::format(" {:.4f} |", mean_of(swa)));
+    for (size_t k = 0; k < folds.size(); ++k)
+      out << (k < row.folds.size() ? fmt::format(" {:.4f} |", row.folds[k].best_rmse) : " - |");
+    out << fmt::format(" {:.4f} ± {:.4f} |", mean_of(scores.best), std_of(scores.best));
+    out << (scores.swa.empty() ? std::string(" - |") : fmt::format(" {:.4f} |", mean_of(scores.swa)));
     out << fmt::format(" {:.0f} s |\n", row.seconds);
   }
   out << "\nLearning rates:\n";
@@ -306,23 +306,18 @@ inline std::string markdown_table(const TableResult& t) {
 inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& row : t.rows) {
-    std::vector<double> best, swa;
-    nlohmann::json folds = nlohmann::json::array();
-    for (const auto& f : row.folds) {
-      best.push_back(f.best_rmse);
-      if (f.best_swa_rmse) swa.push_back(*f.best_swa_rmse);
-      folds.push_back(detail::fold_json(f));
-    }
+    const auto scores = detail::fold_scores(row.folds);
+    const auto& swa = scores.swa;
     rows.push_back({{"row", row.number},
                     {"technique", row.technique},
                     {"rates", row.rates},
-                    {"fold_rmse", best},
-                    {"mean", mean_of(best)},
-                    {"std", std_of(best)},
+                    {"fold_rmse", scores.best},
+                    {"mean", mean_of(scores.best)},
+                    {"std", std_of(scores.best)},
                     {"swa_rmse", swa},
                     {"swa_mean", swa.empty() ? nlohmann::json(nullptr) : nlohmann::json(mean_of(swa))},
                     {"seconds", row.seconds},
-                    {"folds", folds}});
+                    {"folds", scores.folds}});
   }
   return {{"header", t.header},
           {"data", base.data},
@@ -443,18 +438,15 @@ inline void add_train_commands(CLI::App& app) {
       if (!a->lr_log.empty()) {
         lr_log.open(a->lr_log);
         if (!lr_log) throw std::invalid_argument("--lr-log " + a->lr_log + ": cannot write");
-        lr_log << detail::lr_log_header(files, detail::folds_to_run(s).size() > 1);
+        write_lr_csv_header(lr_log, layer_lr_columns(files.config.num_hidden_layers),
+                            /*with_fold=*/detail::folds_to_run(s).size() > 1);
       }
       const auto results = detail::run_folds(s, files, data, /*print_evaluations=*/true, "",
                                              a->lr_log.empty() ? nullptr : &lr_log);
       detail::plot_results(a->plot_dir, "train", results);
-      std::vector<double> best, swa;
-      nlohmann::json folds = nlohmann::json::array();
-      for (const auto& r : results) {
-        best.push_back(r.best_rmse);
-        if (r.best_swa_rmse) swa.push_back(*r.best_swa_rmse);
-        folds.push_back(detail::fold_json(r));
-      }
+      const auto scores = detail::fold_scores(results);
+      const auto& best = scores.best;
+      const auto& swa = scores.swa;
       std::string cv;
       for (double b : best) cv += fmt::format("{}{:.4f}", cv.empty() ? "" : ", ", b);
       fmt::print("CV: [{}]  mean {:.4f} ± {:.4f}{}\n", cv, mean_of(best), std_of(best),
@@ -463,7 +455,7 @@ inline void add_train_commands(CLI::App& app) {
                                       {"llrd", llrd_name(s.llrd)},
                                       {"mean", mean_of(best)},
                                       {"std", std_of(best)},
-                                      {"folds", folds}};
+                                      {"folds", scores.folds}};
       const std::string path = (std::filesystem::path(s.out_dir) / "results.json").string();
       finetune::atomic_write_file(path, [&](const std::string& tmp) {
         std::ofstream(tmp) << summary.dump(2) << '\n';

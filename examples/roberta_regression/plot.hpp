@@ -23,25 +23,19 @@ inline bool gnuplot_available() {
   return std::system("gnuplot -e 'exit' >/dev/null 2>&1") == 0;
 }
 
-/// Writes lr_fold{k}.csv/.gp/.png and curves_fold{k}.csv/.gp/.png in `dir`
-/// for one fold; returns the PNG paths drawn (empty when gnuplot is missing;
-/// the CSVs and scripts are written anyway).
+/// Writes lr_fold{k}.csv/.gp and curves_fold{k}.csv/.gp in `dir` for one
+/// fold and, when `draw` (gnuplot_available()), runs gnuplot on them; returns
+/// the PNG paths drawn.
 inline std::vector<std::string> plot_fold(const std::string& dir, const std::string& title,
-                                          const FoldResult& r) {
+                                          const FoldResult& r, bool draw) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   const std::string stem_lr = (fs::path(dir) / fmt::format("lr_fold{}", r.fold)).string();
   const std::string stem_curves = (fs::path(dir) / fmt::format("curves_fold{}", r.fold)).string();
   {
     std::ofstream csv(stem_lr + ".csv");
-    csv << "step";
-    for (const auto& c : r.lr_columns) csv << ',' << c;
-    csv << '\n';
-    for (size_t s = 0; s < r.lrs.size(); ++s) {
-      csv << s;
-      for (double lr : r.lrs[s]) csv << fmt::format(",{:.9g}", lr);
-      csv << '\n';
-    }
+    write_lr_csv_header(csv, r.lr_columns, /*with_fold=*/false);
+    write_lr_csv_rows(csv, r, /*with_fold=*/false);
     std::ofstream gp(stem_lr + ".gp");
     gp << "set terminal pngcairo size 1000,600\n"
        << "set output '" << stem_lr << ".png'\n"
@@ -71,7 +65,7 @@ inline std::vector<std::string> plot_fold(const std::string& dir, const std::str
        << "     '' using 1:4 with linespoints title 'validation, SWA weights'\n";
   }
   std::vector<std::string> drawn;
-  if (!gnuplot_available()) return drawn;
+  if (!draw) return drawn;
   for (const auto& stem : {stem_lr, stem_curves}) {
     const std::string command = "gnuplot '" + stem + ".gp' 2>&1";
     if (std::system(command.c_str()) == 0) drawn.push_back(stem + ".png");

@@ -206,6 +206,10 @@ RobertaConfig load_config_dir(const std::string& dir);
 /// name, atomically each), loadable by `transformers.AutoModel.from_pretrained(dir)`.
 void save_pretrained(torch::nn::Module& module, const RobertaConfig& config, const std::string& dir);
 
+/// Writes every parameter of `module` under its name, as fp32, to the
+/// safetensors file `path` (HF's layout, metadata format pt; atomic).
+void save_weights(const torch::nn::Module& module, const std::string& path);
+
 // --- implementation -----------------------------------------------------------
 
 namespace detail {
@@ -485,11 +489,15 @@ inline void save_pretrained(torch::nn::Module& module, const RobertaConfig& conf
                             const std::string& dir) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
+  save_weights(module, (fs::path(dir) / "model.safetensors").string());
+  config.save((fs::path(dir) / "config.json").string());
+}
+
+inline void save_weights(const torch::nn::Module& module, const std::string& path) {
   NamedTensors tensors;
   for (const auto& p : module.named_parameters(/*recurse=*/true))
     tensors.emplace_back(p.key(), p.value().detach().to(torch::kFloat32));
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  config.save((fs::path(dir) / "config.json").string());
+  write_safetensors(path, tensors, {{"format", "pt"}});
 }
 
 }  // namespace roberta_regression

@@ -19,11 +19,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -33,7 +35,6 @@
 #include "folds.hpp"
 #include "roberta_config.hpp"
 #include "roberta_model.hpp"
-#include "safetensors.hpp"
 #include "tokenizer.hpp"
 
 namespace roberta_regression {
@@ -113,8 +114,11 @@ ModelFiles load_model_files(const std::string& dir, int64_t max_length);
 /// a shape does not match the config.
 RobertaRegressor build_regressor(const ModelFiles& files, bool random_init);
 
-/// Per-step learning rates as the notebook's `collect_lr_by_layers`: columns
-/// embeddings, layer0..layerN-1, pooler, regressor.
+/// The notebook's per-layer lr columns: embeddings, layer0..layerN-1, pooler, regressor.
+std::vector<std::string> layer_lr_columns(int64_t num_layers);
+
+/// Per-step learning rates as the notebook's `collect_lr_by_layers`, in
+/// layer_lr_columns' order.
 class LayerLRProbe {
  public:
   LayerLRProbe(const finetune::LayerwiseLRGroups<torch::optim::AdamWOptions>& groups,
@@ -150,6 +154,12 @@ struct FoldResult {
   std::vector<std::string> lr_columns;
   std::string checkpoint_dir;
 };
+
+/// The lr CSV (`--lr-log`, and the figures' data): a header line of
+/// `[fold,]step,<columns>`, then one row per step of a fold, lrs as %.17g.
+void write_lr_csv_header(std::ostream& out, const std::vector<std::string>& columns,
+                         bool with_fold);
+void write_lr_csv_rows(std::ostream& out, const FoldResult& result, bool with_fold);
 
 /// Hooks of a fold run (all optional).
 struct FoldCallbacks {
@@ -358,12 +368,36 @@ inline LayerLRProbe::LayerLRProbe(
   group_of_column_.push_back(group_of("regressor.weight"));
 }
 
-inline std::vector<std::string> LayerLRProbe::columns() const {
+inline std::vector<std::string> layer_lr_columns(int64_t num_layers) {
   std::vector<std::string> c{"embeddings"};
-  for (int64_t i = 0; i < num_layers_; ++i) c.push_back("layer" + std::to_string(i));
+  for (int64_t i = 0; i < num_layers; ++i) c.push_back("layer" + std::to_string(i));
   c.push_back("pooler");
   c.push_back("regressor");
   return c;
+}
+
+inline std::vector<std::string> LayerLRProbe::columns() const {
+  return layer_lr_columns(num_layers_);
+}
+
+inline void write_lr_csv_header(std::ostream& out, const std::vector<std::string>& columns,
+                                bool with_fold) {
+  out << (with_fold ? "fold,step" : "step");
+  for (const auto& c : columns) out << ',' << c;
+  out << '\n';
+}
+
+inline void write_lr_csv_rows(std::ostream& out, const FoldResult& result, bool with_fold) {
+  char number[32];
+  for (size_t step = 0; step < result.lrs.size(); ++step) {
+    if (with_fold) out << result.fold << ',';
+    out << step;
+    for (double lr : result.lrs[step]) {
+      std::snprintf(number, sizeof number, ",%.17g", lr);
+      out << number;
+    }
+    out << '\n';
+  }
 }
 
 inline std::vector<double> LayerLRProbe::read(const torch::optim::Optimizer& optimizer) const {
@@ -406,13 +440,6 @@ inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
   }
   model->train(was_training);
   return std::sqrt(sum.item<double>() / static_cast<double>(n));
-}
-
-inline void save_weights(const torch::nn::Module& model, const std::string& path) {
-  NamedTensors tensors;
-  for (const auto& p : model.named_parameters(/*recurse=*/true))
-    tensors.emplace_back(p.key(), p.value().detach().to(torch::kFloat32));
-  write_safetensors(path, tensors, {{"format", "pt"}});
 }
 
 }  // namespace detail
@@ -459,9 +486,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   // The embedded data's target is a year: fit (y - mean) / std of the training rows.
   double mean = 0.0, scale = 1.0;
   if (data.standardize) {
-    const auto t = data.targets.index_select(0, torch::tensor(train_rows, torch::kInt64));
-    mean = t.mean().item<double>();
-    scale = t.std(/*unbiased=*/false).item<double>();
+    mean = train_target_units.mean().item<double>();
+    scale = train_target_units.std(/*unbiased=*/false).item<double>();
     if (!(scale > 0.0)) scale = 1.0;
   }
   const auto train_target = ((train_target_units - mean) / scale).to(torch::kFloat32);
@@ -522,7 +548,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
           .checkpoint_name("best.safetensors")
           .averaged_checkpoint_name("best_swa.safetensors")
           .log_prefix("fold " + std::to_string(fold) + ", "),
-      [&model](const std::string& path) { detail::save_weights(*model, path); },
+      [&model](const std::string& path) { save_weights(*model, path); },
       callbacks.log ? finetune::PeriodicEvaluator::LogFn(callbacks.log)
                     : finetune::PeriodicEvaluator::stdout_logger());
   auto evaluate = [&] {
@@ -537,7 +563,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   };
   auto save_averaged = [&](const std::string& path) {
     auto averaged = swa->swap_in(*model);
-    detail::save_weights(*model, path);
+    save_weights(*model, path);
   };
 
   // --- the loop -------------------------------------------------------------------------
