@@ -33,7 +33,8 @@ const std::string kHeader = "id,url_legal,license,excerpt,target,standard_error\
 TEST_CASE("parse_csv follows RFC 4180", "[roberta][data]") {
   std::vector<int64_t> lines;
   const auto records = parse_csv(
-      "\xEF\xBB\xBF" "a,b,c\r\n"
+      "\xEF\xBB\xBF"
+      "a,b,c\r\n"
       "1,\"x, \"\"quoted\"\"\ny\",3\r\n"
       "\"\",,\"end\"\n"
       "last,row,unterminated-line",
@@ -104,7 +105,8 @@ TEST_CASE("bad data files are clear errors naming file and line", "[roberta][dat
              HasSubstring("f.csv:2: unterminated quoted field"));
   CHECK_THAT(error("g.csv", kHeader), HasSubstring("g.csv: no data rows"));
   CHECK_THAT(error("h.csv", ""), HasSubstring("h.csv: empty file"));
-  CHECK_THAT(invalid_argument_message([&] { read_commonlit_csv((fs::path(dir.path) / "none.csv").string()); }),
+  CHECK_THAT(invalid_argument_message(
+                 [&] { read_commonlit_csv((fs::path(dir.path) / "none.csv").string()); }),
              HasSubstring("none.csv: cannot open"));
   // A truncated gzip file.
   const auto gz = (fs::path(dir.path) / "t.csv.gz").string();
@@ -115,5 +117,6 @@ TEST_CASE("bad data files are clear errors naming file and line", "[roberta][dat
     gzclose(f);
   }
   fs::resize_file(gz, fs::file_size(gz) / 2);
-  CHECK_THAT(invalid_argument_message([&] { read_commonlit_csv(gz); }), HasSubstring("t.csv.gz: read error"));
+  CHECK_THAT(invalid_argument_message([&] { read_commonlit_csv(gz); }),
+             HasSubstring("t.csv.gz: read error"));
 }

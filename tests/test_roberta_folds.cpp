@@ -59,9 +59,13 @@ TEST_CASE("grouped folds keep each address in one fold", "[roberta][folds]") {
 TEST_CASE("impossible fold settings are errors", "[roberta][folds]") {
   using finetune_test::HasSubstring;
   using finetune_test::invalid_argument_message;
-  CHECK_THAT(invalid_argument_message([] { article_folds({1.0, 2.0, 3.0}, 1, 0); }),
+  CHECK_THAT(invalid_argument_message([] {
+               article_folds({1.0, 2.0, 3.0}, 1, 0);
+             }),
              HasSubstring("at least 2"));
-  CHECK_THAT(invalid_argument_message([] { article_folds({1.0, 2.0, 3.0}, 5, 0); }),
+  CHECK_THAT(invalid_argument_message([] {
+               article_folds({1.0, 2.0, 3.0}, 5, 0);
+             }),
              HasSubstring("5 folds need at least 5 rows"));
   CHECK_THAT(invalid_argument_message([] { article_folds({}, 5, 0); }), HasSubstring("no rows"));
   CHECK_THAT(invalid_argument_message([] { grouped_article_folds({1.0}, {}, 2, 0); }),

@@ -53,7 +53,8 @@ TEST_CASE("RobertaModel gives transformers' outputs on its saved checkpoints", "
       const auto dir = golden_dir(name);
       const RobertaConfig config = load_config_dir(dir.string());
       RobertaModel model(config);
-      const LoadReport report = load_safetensors_weights(*model, (dir / "model.safetensors").string());
+      const LoadReport report =
+          load_safetensors_weights(*model, (dir / "model.safetensors").string());
       CHECK(report.missing.empty());
       CHECK(report.unexpected.empty());
       CHECK(report.loaded.size() == model->parameters().size());
@@ -64,8 +65,10 @@ TEST_CASE("RobertaModel gives transformers' outputs on its saved checkpoints", "
       torch::NoGradGuard no_grad;
       const auto out = model->forward(tensor_of(inputs, "input_ids").to(device),
                                       tensor_of(inputs, "attention_mask").to(device));
-      const double hidden_diff = max_abs_diff(out.last_hidden_state, tensor_of(expected, "last_hidden_state"));
-      const double pooler_diff = max_abs_diff(out.pooler_output, tensor_of(expected, "pooler_output"));
+      const double hidden_diff =
+          max_abs_diff(out.last_hidden_state, tensor_of(expected, "last_hidden_state"));
+      const double pooler_diff =
+          max_abs_diff(out.pooler_output, tensor_of(expected, "pooler_output"));
       WARN(name << " on " << device << ": max |diff| last_hidden_state " << hidden_diff
                 << ", pooler_output " << pooler_diff);
       CHECK(hidden_diff < kTolerance);
@@ -163,10 +166,10 @@ TEST_CASE("save_pretrained round-trips, also through Hugging Face", "[roberta][m
     WARN("no Python oracle configured (FINETUNE_PYTHON): HF loading of our save not checked");
     return;
   }
-  const std::string command = std::string(finetune_test::kPython) + " " +
-                              finetune_test::kSourceDir + "/tests/reference/check_roberta_save.py " +
-                              saved.string() + " " + (dir / "inputs.safetensors").string() + " " +
-                              (dir / "expected.safetensors").string();
+  const std::string command =
+      std::string(finetune_test::kPython) + " " + finetune_test::kSourceDir +
+      "/tests/reference/check_roberta_save.py " + saved.string() + " " +
+      (dir / "inputs.safetensors").string() + " " + (dir / "expected.safetensors").string();
   CHECK(std::system(command.c_str()) == 0);
 }
 
@@ -192,8 +195,9 @@ TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]"
     return path;
   };
   using finetune_test::invalid_argument_message;
-  CHECK_THAT(invalid_argument_message([&] { RobertaConfig::from_json_file(write("a.json", "{oops")); }),
-             finetune_test::HasSubstring("a.json: not valid JSON"));
+  CHECK_THAT(
+      invalid_argument_message([&] { RobertaConfig::from_json_file(write("a.json", "{oops")); }),
+      finetune_test::HasSubstring("a.json: not valid JSON"));
   CHECK_THAT(invalid_argument_message([&] {
                RobertaConfig::from_json_file(write("b.json", R"({"hidden_size": "big"})"));
              }),
@@ -207,8 +211,9 @@ TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]"
                RobertaConfig::from_json_file(write("d.json", R"({"hidden_act": "relu"})"));
              }),
              finetune_test::HasSubstring("hidden_act"));
-  CHECK_THAT(invalid_argument_message([&] { RobertaConfig::from_json_file(write("none/x.json", "")); }),
-             finetune_test::HasSubstring("cannot open"));
+  CHECK_THAT(
+      invalid_argument_message([&] { RobertaConfig::from_json_file(write("none/x.json", "")); }),
+      finetune_test::HasSubstring("cannot open"));
 
   // Weights whose shapes do not match the config: the key and both shapes.
   RobertaConfig other = load_config_dir(golden_dir("tiny_2x32_h2").string());
@@ -216,7 +221,9 @@ TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]"
   RobertaModel model(other);
   const auto weights = (golden_dir("tiny_2x32_h2") / "model.safetensors").string();
   const auto message = invalid_argument_message([&] { load_safetensors_weights(*model, weights); });
-  CHECK_THAT(message, finetune_test::HasSubstring("model.safetensors: tensor \"encoder.layer.0.intermediate.dense.weight\" has shape [64, 32]"));
+  CHECK_THAT(message, finetune_test::HasSubstring(
+                          "model.safetensors: tensor \"encoder.layer.0.intermediate.dense.weight\" "
+                          "has shape [64, 32]"));
   CHECK_THAT(message, finetune_test::HasSubstring("[65, 32]"));
 
   // Inputs: rank, dtype, mask shape, too many tokens.
@@ -242,15 +249,17 @@ TEST_CASE("the forward subcommand writes HF's outputs", "[roberta][model][cli]")
   const auto dir = golden_dir("tiny_3x40_h4");
   finetune_test::TempDir tmp;
   const auto out = fs::path(tmp.path) / "out.safetensors";
-  const std::string command = exe + " --threads 1 forward --config " + (dir / "config.json").string() +
-                              " --weights " + (dir / "model.safetensors").string() + " --inputs " +
-                              (dir / "inputs.safetensors").string() + " --out " + out.string() +
-                              " > /dev/null 2>&1";
+  const std::string command =
+      exe + " --threads 1 forward --config " + (dir / "config.json").string() + " --weights " +
+      (dir / "model.safetensors").string() + " --inputs " + (dir / "inputs.safetensors").string() +
+      " --out " + out.string() + " > /dev/null 2>&1";
   REQUIRE(std::system(command.c_str()) == 0);
   const auto got = read_safetensors(out.string());
   const auto expected = read_safetensors((dir / "expected.safetensors").string());
-  CHECK(max_abs_diff(tensor_of(got, "last_hidden_state"), tensor_of(expected, "last_hidden_state")) < kTolerance);
-  CHECK(max_abs_diff(tensor_of(got, "pooler_output"), tensor_of(expected, "pooler_output")) < kTolerance);
+  CHECK(max_abs_diff(tensor_of(got, "last_hidden_state"),
+                     tensor_of(expected, "last_hidden_state")) < kTolerance);
+  CHECK(max_abs_diff(tensor_of(got, "pooler_output"), tensor_of(expected, "pooler_output")) <
+        kTolerance);
 
   // Inputs without attention_mask: non-zero exit.
   const auto bad = fs::path(tmp.path) / "bad.safetensors";

@@ -63,11 +63,13 @@ TEST_CASE("mask_tokens follows HF's 15% / 80-10-10 rule", "[roberta][pretrain]")
   const double to_mask = (chosen & (masked == tok.mask_token_id())).sum().item<double>();
   const double unchanged = (chosen & (masked == ids)).sum().item<double>();
   CHECK_THAT(to_mask / n, Catch::Matchers::WithinAbs(0.8, 0.015));
-  CHECK_THAT(unchanged / n, Catch::Matchers::WithinAbs(0.1, 0.015));  // (plus random ids equal by chance)
+  CHECK_THAT(unchanged / n,
+             Catch::Matchers::WithinAbs(0.1, 0.015));  // (plus random ids equal by chance)
   CHECK_THAT((n - to_mask - unchanged) / n, Catch::Matchers::WithinAbs(0.1, 0.015));
 }
 
-TEST_CASE("a tiny pretraining run learns and saves an HF-shaped checkpoint", "[roberta][pretrain]") {
+TEST_CASE("a tiny pretraining run learns and saves an HF-shaped checkpoint",
+          "[roberta][pretrain]") {
   auto tok = demo_tokenizer();
   PretrainOptions o;
   o.hidden_size = 32;
@@ -92,8 +94,8 @@ TEST_CASE("a tiny pretraining run learns and saves an HF-shaped checkpoint", "[r
   finetune_test::TempDir dir;
   save_pretrained(*model, config, dir.path);
   RobertaModel encoder(load_config_dir(dir.path));
-  const auto report =
-      load_safetensors_weights(*encoder, (std::filesystem::path(dir.path) / "model.safetensors").string());
+  const auto report = load_safetensors_weights(
+      *encoder, (std::filesystem::path(dir.path) / "model.safetensors").string());
   CHECK(report.missing == std::vector<std::string>{"pooler.dense.weight", "pooler.dense.bias"});
   CHECK(report.unexpected.size() == 5);  // lm_head.*
   CHECK_THAT(finetune_test::invalid_argument_message([&] {

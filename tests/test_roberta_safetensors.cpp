@@ -11,11 +11,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <map>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -45,7 +45,8 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 // A fresh per-process scratch directory (tests may run in parallel).
 std::string scratch_dir() {
   static const std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "finetune_safetensors_XXXXXX").string();
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "finetune_safetensors_XXXXXX").string();
     std::vector<char> buf(tmpl.begin(), tmpl.end());
     buf.push_back('\0');
     if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
@@ -62,13 +63,16 @@ std::string scratch_dir() {
 
 torch::ScalarType dtype_of(const std::string& name) {
   static const std::map<std::string, torch::ScalarType> m = {
-      {"F64", torch::kDouble}, {"F32", torch::kFloat}, {"F16", torch::kHalf}, {"BF16", torch::kBFloat16},
-      {"I64", torch::kLong},   {"I32", torch::kInt},   {"I16", torch::kShort}, {"I8", torch::kChar},
-      {"U8", torch::kByte},    {"BOOL", torch::kBool}};
+      {"F64", torch::kDouble},    {"F32", torch::kFloat}, {"F16", torch::kHalf},
+      {"BF16", torch::kBFloat16}, {"I64", torch::kLong},  {"I32", torch::kInt},
+      {"I16", torch::kShort},     {"I8", torch::kChar},   {"U8", torch::kByte},
+      {"BOOL", torch::kBool}};
   return m.at(name);
 }
 
-std::vector<int64_t> shape_of(const nlohmann::json& entry) { return entry.at("shape").get<std::vector<int64_t>>(); }
+std::vector<int64_t> shape_of(const nlohmann::json& entry) {
+  return entry.at("shape").get<std::vector<int64_t>>();
+}
 
 // The tensor a golden entry describes, built from its values (no file I/O).
 torch::Tensor tensor_of(const nlohmann::json& entry) {
@@ -78,7 +82,8 @@ torch::Tensor tensor_of(const nlohmann::json& entry) {
   if (type == torch::kBool) {
     std::vector<uint8_t> v;
     for (const auto& x : values) v.push_back(x.get<bool>() ? 1 : 0);
-    t = torch::tensor(v.empty() ? std::vector<int64_t>{} : std::vector<int64_t>(v.begin(), v.end()), torch::kLong)
+    t = torch::tensor(v.empty() ? std::vector<int64_t>{} : std::vector<int64_t>(v.begin(), v.end()),
+                      torch::kLong)
             .to(torch::kBool);
   } else if (torch::isFloatingType(type)) {
     t = torch::tensor(values.get<std::vector<double>>(), torch::kDouble).to(type);
@@ -90,7 +95,8 @@ torch::Tensor tensor_of(const nlohmann::json& entry) {
 
 NamedTensors tensors_of(const nlohmann::json& golden) {
   NamedTensors out;
-  for (const auto& e : golden.at("tensors")) out.emplace_back(e.at("name").get<std::string>(), tensor_of(e));
+  for (const auto& e : golden.at("tensors"))
+    out.emplace_back(e.at("name").get<std::string>(), tensor_of(e));
   return out;
 }
 
@@ -106,7 +112,8 @@ bool same_tensor(const torch::Tensor& a, const torch::Tensor& b) {
 
 // Expects `bytes`, read from a file, to be rejected with std::invalid_argument
 // whose message names the file and (when given) the key.
-void expect_rejected(const std::string& what, const std::string& bytes, const std::string& key = "") {
+void expect_rejected(const std::string& what, const std::string& bytes,
+                     const std::string& key = "") {
   INFO("case: " << what);
   const std::string path = scratch_dir() + "/bad_" + what + ".safetensors";
   write_bytes(path, bytes);
@@ -121,8 +128,8 @@ void expect_rejected(const std::string& what, const std::string& bytes, const st
   CHECK(message.find(path) != std::string::npos);
   if (!key.empty()) CHECK(message.find("key '" + key + "'") != std::string::npos);
   // The in-memory entry point (the fuzzer's) agrees.
-  CHECK_THROWS_AS(roberta_regression::parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
-                                                        "mem"),
+  CHECK_THROWS_AS(roberta_regression::parse_safetensors(
+                      reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "mem"),
                   std::invalid_argument);
   std::remove(path.c_str());
 }
@@ -185,7 +192,8 @@ TEST_CASE("write_safetensors writes the bytes Python's save_file writes", "[safe
   for (const std::string& name : kCases) {
     INFO("case: " << name);
     const nlohmann::json golden = finetune_test::load_golden_json("safetensors/" + name + ".json");
-    const std::string expected = read_bytes(finetune_test::golden_path("safetensors/" + name + ".safetensors"));
+    const std::string expected =
+        read_bytes(finetune_test::golden_path("safetensors/" + name + ".safetensors"));
     NamedTensors tensors = tensors_of(golden);
     // save_file takes a dict: the input order must not matter.
     std::reverse(tensors.begin(), tensors.end());
@@ -218,14 +226,16 @@ TEST_CASE("write then read round-trips in C++", "[safetensors]") {
       {"empty", torch::zeros({0, 4}, torch::kHalf)},
       {"sliced", torch::arange(20, torch::kFloat).slice(0, 3, 17, 2)},  // storage offset + stride
   };
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"b", "2"}, {"a", "\"x\"\n\u00e9"}};
+  const std::map<std::string, std::string> metadata = {
+      {"format", "pt"}, {"b", "2"}, {"a", "\"x\"\n\u00e9"}};
   const std::string path = scratch_dir() + "/roundtrip.safetensors";
   roberta_regression::write_safetensors(path, tensors, metadata);
   const SafetensorsFile file = roberta_regression::read_safetensors(path);
   REQUIRE(file.tensors.size() == tensors.size());
   for (const auto& [key, t] : tensors) {
     INFO("key: " << key);
-    auto it = std::find_if(file.tensors.begin(), file.tensors.end(), [&](const auto& p) { return p.first == key; });
+    auto it = std::find_if(file.tensors.begin(), file.tensors.end(),
+                           [&](const auto& p) { return p.first == key; });
     REQUIRE(it != file.tensors.end());
     CHECK(same_tensor(it->second, t));
   }
@@ -248,31 +258,36 @@ TEST_CASE("write then read round-trips in C++", "[safetensors]") {
 
 TEST_CASE("write_safetensors rejects what it cannot write", "[safetensors]") {
   const std::string path = scratch_dir() + "/never.safetensors";
-  CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{"a", torch::zeros(2)}, {"a", torch::zeros(1)}}),
+  CHECK_THROWS_AS(
+      roberta_regression::write_safetensors(path, {{"a", torch::zeros(2)}, {"a", torch::zeros(1)}}),
+      std::invalid_argument);
+  CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{"a", torch::Tensor()}}),
                   std::invalid_argument);
-  CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{"a", torch::Tensor()}}), std::invalid_argument);
-  CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{"c", torch::zeros(2, torch::kComplexFloat)}}),
-                  std::invalid_argument);
+  CHECK_THROWS_AS(
+      roberta_regression::write_safetensors(path, {{"c", torch::zeros(2, torch::kComplexFloat)}}),
+      std::invalid_argument);
   CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{"__metadata__", torch::zeros(2)}}),
                   std::invalid_argument);
-  CHECK_THROWS_AS(roberta_regression::write_safetensors(path, {{std::string("bad\xff"), torch::zeros(2)}}),
-                  std::invalid_argument);
-  CHECK_THROWS_AS(roberta_regression::write_safetensors(scratch_dir() + "/no/such/dir/x.safetensors",
-                                                        {{"a", torch::zeros(2)}}),
+  CHECK_THROWS_AS(
+      roberta_regression::write_safetensors(path, {{std::string("bad\xff"), torch::zeros(2)}}),
+      std::invalid_argument);
+  CHECK_THROWS_AS(roberta_regression::write_safetensors(
+                      scratch_dir() + "/no/such/dir/x.safetensors", {{"a", torch::zeros(2)}}),
                   std::runtime_error);
   CHECK_FALSE(std::filesystem::exists(path));
 }
 
 TEST_CASE("read_safetensors rejects malformed files", "[safetensors]") {
-  const std::string valid = read_bytes(finetune_test::golden_path("safetensors/all_dtypes.safetensors"));
+  const std::string valid =
+      read_bytes(finetune_test::golden_path("safetensors/all_dtypes.safetensors"));
   const std::string buf8(8, '\0');
 
   SECTION("truncated at every length") {
     // Every proper prefix is invalid: the tensors must cover the buffer exactly.
     for (size_t len = 0; len < valid.size(); ++len) {
       INFO("length " << len);
-      CHECK_THROWS_AS(roberta_regression::parse_safetensors(reinterpret_cast<const uint8_t*>(valid.data()), len,
-                                                            "truncated"),
+      CHECK_THROWS_AS(roberta_regression::parse_safetensors(
+                          reinterpret_cast<const uint8_t*>(valid.data()), len, "truncated"),
                       std::invalid_argument);
     }
     expect_rejected("empty_file", "");
@@ -296,76 +311,108 @@ TEST_CASE("read_safetensors rejects malformed files", "[safetensors]") {
     expect_rejected("invalid_utf8", make_file("{\"a\xff\":{}}", ""));
     expect_rejected("comment", make_file("{/* c */}", ""));
     expect_rejected("deep_nesting", make_file("{\"a\":{\"shape\":[[[[[[1]]]]]]}}", ""));
-    expect_rejected("very_deep_nesting", make_file(std::string(200000, '[') + std::string(200000, ']'), ""));
+    expect_rejected("very_deep_nesting",
+                    make_file(std::string(200000, '[') + std::string(200000, ']'), ""));
     expect_rejected("duplicate_key", make_file("{" + kEntryA + "," + kEntryA + "}", buf8), "a");
-    expect_rejected("duplicate_field",
-                    make_file(R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", buf8),
-                    "dtype");
-    expect_rejected("duplicate_metadata", make_file(R"({"__metadata__":{"k":"1","k":"2"}})", ""), "k");
+    expect_rejected(
+        "duplicate_field",
+        make_file(R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})", buf8),
+        "dtype");
+    expect_rejected("duplicate_metadata", make_file(R"({"__metadata__":{"k":"1","k":"2"}})", ""),
+                    "k");
   }
   SECTION("entries") {
     expect_rejected("entry_not_object", make_file(R"({"a":[1]})", ""), "a");
-    expect_rejected("missing_dtype", make_file(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", buf8), "a");
-    expect_rejected("missing_shape", make_file(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", buf8), "a");
-    expect_rejected("missing_offsets", make_file(R"({"a":{"dtype":"F32","shape":[2]}})", buf8), "a");
-    expect_rejected("extra_field",
-                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", buf8), "a");
-    expect_rejected("dtype_not_string", make_file(R"({"a":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", buf8),
+    expect_rejected("missing_dtype", make_file(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", buf8),
                     "a");
-    for (const char* dtype : {"F8_E4M3", "F8_E5M2", "U16", "U32", "U64", "C64", "f32", "", "F32 "}) {
-      const std::string header = std::string(R"({"a":{"dtype":")") + dtype + R"(","shape":[8],"data_offsets":[0,8]}})";
+    expect_rejected("missing_shape",
+                    make_file(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", buf8), "a");
+    expect_rejected("missing_offsets", make_file(R"({"a":{"dtype":"F32","shape":[2]}})", buf8),
+                    "a");
+    expect_rejected(
+        "extra_field",
+        make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", buf8), "a");
+    expect_rejected("dtype_not_string",
+                    make_file(R"({"a":{"dtype":4,"shape":[2],"data_offsets":[0,8]}})", buf8), "a");
+    for (const char* dtype :
+         {"F8_E4M3", "F8_E5M2", "U16", "U32", "U64", "C64", "f32", "", "F32 "}) {
+      const std::string header =
+          std::string(R"({"a":{"dtype":")") + dtype + R"(","shape":[8],"data_offsets":[0,8]}})";
       expect_rejected(std::string("dtype_") + dtype, make_file(header, buf8), "a");
       // The message names the dtype.
       try {
         roberta_regression::parse_safetensors_header(
-            reinterpret_cast<const uint8_t*>(make_file(header, buf8).data()), make_file(header, buf8).size(), "m");
+            reinterpret_cast<const uint8_t*>(make_file(header, buf8).data()),
+            make_file(header, buf8).size(), "m");
         FAIL("accepted dtype " << dtype);
       } catch (const std::invalid_argument& e) {
         CHECK(std::string(e.what()).find(std::string("'") + dtype + "'") != std::string::npos);
       }
     }
-    expect_rejected("shape_not_array", make_file(R"({"a":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", buf8),
+    expect_rejected("shape_not_array",
+                    make_file(R"({"a":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", buf8),
                     "a");
-    expect_rejected("shape_negative", make_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", buf8),
+    expect_rejected("shape_negative",
+                    make_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", buf8),
                     "a");
-    expect_rejected("shape_float", make_file(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", buf8),
+    expect_rejected("shape_float",
+                    make_file(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", buf8),
                     "a");
-    expect_rejected("shape_string", make_file(R"({"a":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", buf8),
+    expect_rejected("shape_string",
+                    make_file(R"({"a":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", buf8),
                     "a");
-    expect_rejected("shape_huge_dim",
-                    make_file(R"({"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,8]}})", buf8),
-                    "a");
-    expect_rejected("shape_beyond_u64",
-                    make_file(R"({"a":{"dtype":"U8","shape":[18446744073709551616],"data_offsets":[0,8]}})", buf8),
-                    "a");
+    expect_rejected(
+        "shape_huge_dim",
+        make_file(R"({"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,8]}})",
+                  buf8),
+        "a");
+    expect_rejected(
+        "shape_beyond_u64",
+        make_file(R"({"a":{"dtype":"U8","shape":[18446744073709551616],"data_offsets":[0,8]}})",
+                  buf8),
+        "a");
     // 2^32 * 2^32 overflows u64; 2^62 * 4 bytes overflows too.
-    expect_rejected("shape_overflow",
-                    make_file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,8]}})", buf8),
+    expect_rejected(
+        "shape_overflow",
+        make_file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,8]}})",
+                  buf8),
+        "a");
+    expect_rejected(
+        "nbytes_overflow",
+        make_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]}})",
+                  buf8),
+        "a");
+    expect_rejected("shape_mismatch",
+                    make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", buf8),
                     "a");
-    expect_rejected("nbytes_overflow",
-                    make_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,8]}})", buf8),
-                    "a");
-    expect_rejected("shape_mismatch", make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", buf8),
-                    "a");
-    expect_rejected("dtype_mismatch", make_file(R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", buf8),
+    expect_rejected("dtype_mismatch",
+                    make_file(R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", buf8),
                     "a");
   }
   SECTION("offsets") {
     expect_rejected("offsets_not_array",
                     make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":8}})", buf8), "a");
     expect_rejected("offsets_three",
-                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}})", buf8), "a");
-    expect_rejected("offsets_one", make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8]}})", buf8), "a");
-    expect_rejected("offsets_negative",
-                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", buf8), "a");
-    expect_rejected("offsets_reversed",
-                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", buf8), "a");
-    expect_rejected("offsets_past_end",
-                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", buf8), "a");
-    expect_rejected("offsets_huge",
-                    make_file(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}})",
-                              buf8),
+                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]}})", buf8),
                     "a");
+    expect_rejected("offsets_one",
+                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8]}})", buf8),
+                    "a");
+    expect_rejected("offsets_negative",
+                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}})", buf8),
+                    "a");
+    expect_rejected("offsets_reversed",
+                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", buf8),
+                    "a");
+    expect_rejected("offsets_past_end",
+                    make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", buf8),
+                    "a");
+    expect_rejected(
+        "offsets_huge",
+        make_file(
+            R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551614,18446744073709551615]}})",
+            buf8),
+        "a");
     expect_rejected("overlap",
                     make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                               R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
@@ -381,16 +428,22 @@ TEST_CASE("read_safetensors rejects malformed files", "[safetensors]") {
                               R"("b":{"dtype":"U8","shape":[2],"data_offsets":[6,8]}})",
                               buf8),
                     "b");
-    expect_rejected("uncovered_tail", make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", buf8));
+    expect_rejected("uncovered_tail",
+                    make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", buf8));
     expect_rejected("no_tensors_but_data", make_file("{}", buf8));
   }
   SECTION("metadata and values") {
-    expect_rejected("metadata_not_object", make_file(R"({"__metadata__":["x"]})", ""), "__metadata__");
-    expect_rejected("metadata_number", make_file(R"({"__metadata__":{"k":1}})", ""), "__metadata__");
-    expect_rejected("metadata_null", make_file(R"({"__metadata__":{"k":null}})", ""), "__metadata__");
-    expect_rejected("metadata_nested", make_file(R"({"__metadata__":{"k":{"x":"y"}}})", ""), "__metadata__");
-    expect_rejected("bool_byte", make_file(R"({"a":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", "\x01\x02"),
-                    "a");
+    expect_rejected("metadata_not_object", make_file(R"({"__metadata__":["x"]})", ""),
+                    "__metadata__");
+    expect_rejected("metadata_number", make_file(R"({"__metadata__":{"k":1}})", ""),
+                    "__metadata__");
+    expect_rejected("metadata_null", make_file(R"({"__metadata__":{"k":null}})", ""),
+                    "__metadata__");
+    expect_rejected("metadata_nested", make_file(R"({"__metadata__":{"k":{"x":"y"}}})", ""),
+                    "__metadata__");
+    expect_rejected(
+        "bool_byte",
+        make_file(R"({"a":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", "\x01\x02"), "a");
   }
   SECTION("valid edge cases are accepted") {
     // Leading/trailing JSON whitespace, entries out of offset order, zero-size
@@ -399,8 +452,8 @@ TEST_CASE("read_safetensors rejects malformed files", "[safetensors]") {
         R"(  {"b":{"dtype":"U8","shape":[2],"data_offsets":[8,10]},"e":{"dtype":"F16","shape":[0],"data_offsets":[10,10]},)"
         R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )",
         std::string(8, '\0') + "\x05\x06");
-    const SafetensorsFile f =
-        roberta_regression::parse_safetensors(reinterpret_cast<const uint8_t*>(text.data()), text.size(), "ok");
+    const SafetensorsFile f = roberta_regression::parse_safetensors(
+        reinterpret_cast<const uint8_t*>(text.data()), text.size(), "ok");
     REQUIRE(f.tensors.size() == 3);
     CHECK(f.tensors[0].first == "b");  // header order
     CHECK(f.tensors[1].first == "e");
@@ -410,8 +463,8 @@ TEST_CASE("read_safetensors rejects malformed files", "[safetensors]") {
     CHECK(f.metadata.empty());
     // "__metadata__": null means none (serde's Option), as Python reads it.
     const std::string null_meta = make_file(R"({"__metadata__":null})", "");
-    CHECK(roberta_regression::parse_safetensors(reinterpret_cast<const uint8_t*>(null_meta.data()), null_meta.size(),
-                                                "ok")
+    CHECK(roberta_regression::parse_safetensors(reinterpret_cast<const uint8_t*>(null_meta.data()),
+                                                null_meta.size(), "ok")
               .metadata.empty());
   }
 }
@@ -422,7 +475,8 @@ TEST_CASE("Python's safetensors loads C++-written files", "[safetensors][python]
     WARN("SKIP: FINETUNE_PYTHON is not set; the Python round trip is not checked");
     return;
   }
-  const std::string script = std::string(finetune_test::kSourceDir) + "/tests/reference/check_safetensors_roundtrip.py";
+  const std::string script =
+      std::string(finetune_test::kSourceDir) + "/tests/reference/check_safetensors_roundtrip.py";
   auto run = [&](const std::string& file, const std::string& expected) {
     const std::string cmd = "'" + python + "' '" + script + "' '" + file + "' '" + expected + "'";
     const int status = std::system(cmd.c_str());
@@ -446,7 +500,8 @@ TEST_CASE("Python's safetensors loads C++-written files", "[safetensors][python]
                           {"d", torch::randn({3}, torch::kDouble)},
                           {"ids", torch::randint(-50, 50, {6}, torch::kLong)},
                           {"mask", torch::randint(0, 2, {4}, torch::kLong).to(torch::kBool)}};
-  nlohmann::json expected = {{"tensors", nlohmann::json::array()}, {"metadata", {{"format", "pt"}}}};
+  nlohmann::json expected = {{"tensors", nlohmann::json::array()},
+                             {"metadata", {{"format", "pt"}}}};
   for (const auto& [key, t] : tensors) {
     nlohmann::json values = nlohmann::json::array();
     const auto flat = t.reshape({-1});
@@ -460,10 +515,12 @@ TEST_CASE("Python's safetensors loads C++-written files", "[safetensors][python]
       }
     }
     static const std::map<torch::ScalarType, std::string> names = {
-        {torch::kFloat, "F32"}, {torch::kHalf, "F16"}, {torch::kBFloat16, "BF16"},
+        {torch::kFloat, "F32"},  {torch::kHalf, "F16"}, {torch::kBFloat16, "BF16"},
         {torch::kDouble, "F64"}, {torch::kLong, "I64"}, {torch::kBool, "BOOL"}};
-    expected["tensors"].push_back(
-        {{"name", key}, {"dtype", names.at(t.scalar_type())}, {"shape", t.sizes().vec()}, {"values", values}});
+    expected["tensors"].push_back({{"name", key},
+                                   {"dtype", names.at(t.scalar_type())},
+                                   {"shape", t.sizes().vec()},
+                                   {"values", values}});
   }
   const std::string file = scratch_dir() + "/py_random.safetensors";
   const std::string expected_path = scratch_dir() + "/py_random.json";

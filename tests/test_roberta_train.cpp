@@ -45,8 +45,10 @@ std::string make_model_dir(const std::string& dir, int64_t layers, int64_t hidde
   init_roberta_weights(*model->roberta, c.initializer_range);
   save_pretrained(*model, c, dir);
   const fs::path bpe = fs::path(kAssetsDir) / "demo-bpe";
-  fs::copy_file(bpe / "vocab.json", fs::path(dir) / "vocab.json", fs::copy_options::overwrite_existing);
-  fs::copy_file(bpe / "merges.txt", fs::path(dir) / "merges.txt", fs::copy_options::overwrite_existing);
+  fs::copy_file(bpe / "vocab.json", fs::path(dir) / "vocab.json",
+                fs::copy_options::overwrite_existing);
+  fs::copy_file(bpe / "merges.txt", fs::path(dir) / "merges.txt",
+                fs::copy_options::overwrite_existing);
   return dir;
 }
 
@@ -104,8 +106,8 @@ std::string write_csv(const std::string& path, int64_t rows) {
   for (int64_t i = 0; i < rows; ++i) {
     const bool high = i % 2 == 0;
     out << "row" << i << ",,,\"Passage " << i << ", which says " << (high ? "alpha" : "beta")
-        << " and \"\"quotes\"\", again " << (high ? "alpha" : "beta") << ".\"," << (high ? 1.0 : -1.0) + 0.01 * static_cast<double>(i % 7)
-        << ",0.5\n";
+        << " and \"\"quotes\"\", again " << (high ? "alpha" : "beta") << ".\","
+        << (high ? 1.0 : -1.0) + 0.01 * static_cast<double>(i % 7) << ",0.5\n";
   }
   return path;
 }
@@ -204,8 +206,8 @@ TEST_CASE("a fold run learns, evaluates as the notebook and keeps the best check
   for (size_t i = 0; i < data.fold_of_row.size(); ++i)
     if (data.fold_of_row[i] == 0) val_rows.push_back(static_cast<int64_t>(i));
   const auto index = torch::tensor(val_rows, torch::kInt64);
-  const auto prediction =
-      model->forward(data.input_ids.index_select(0, index), data.attention_mask.index_select(0, index));
+  const auto prediction = model->forward(data.input_ids.index_select(0, index),
+                                         data.attention_mask.index_select(0, index));
   const double rmse = torch::sqrt(torch::mse_loss(prediction.to(torch::kFloat64),
                                                   data.targets.index_select(0, index)))
                           .item<double>();
@@ -224,7 +226,8 @@ TEST_CASE("bad settings and files are reported with what is wrong", "[roberta][t
   const auto data = load_dataset(s, *files.tokenizer);
 
   auto message = [&](TrainSettings bad) {
-    return finetune_test::invalid_argument_message([&] { train_fold(bad, files, data, 0, silent()); });
+    return finetune_test::invalid_argument_message(
+        [&] { train_fold(bad, files, data, 0, silent()); });
   };
   TrainSettings reinit = s;
   reinit.reinit_layers = 3;
@@ -242,9 +245,9 @@ TEST_CASE("bad settings and files are reported with what is wrong", "[roberta][t
                  "--max-length 100"));
   TrainSettings wrong_fold = s;
   wrong_fold.fold = 2;
-  CHECK(contains(finetune_test::invalid_argument_message(
-                     [&] { load_dataset(wrong_fold, *files.tokenizer); }),
-                 "--fold 2"));
+  CHECK(contains(
+      finetune_test::invalid_argument_message([&] { load_dataset(wrong_fold, *files.tokenizer); }),
+      "--fold 2"));
 
   // A vocabulary larger than the model's embeddings: the tokenizer is not this model's.
   const std::string small_vocab = make_model_dir(tmp.file("small_vocab"), 2, 8, 100);
@@ -272,9 +275,11 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
   const std::string common = data + " --folds 2 --batch-size 4 --epochs 2";
 
   SECTION("train: every fold, the lr log, results.json, figures") {
-    const auto r = run_example("train" + common + " --llrd layerwise --swa-lr 2e-6 --swa-start-epoch 1"
-                               " --out " + tmp.file("run") + " --lr-log " + tmp.file("lr.csv") +
-                               " --plot " + tmp.file("plots"));
+    const auto r = run_example("train" + common +
+                               " --llrd layerwise --swa-lr 2e-6 --swa-start-epoch 1"
+                               " --out " +
+                               tmp.file("run") + " --lr-log " + tmp.file("lr.csv") + " --plot " +
+                               tmp.file("plots"));
     INFO(r.output);
     REQUIRE(r.status == 0);
     CHECK(contains(r.output, "fold 0: best RMSE"));
@@ -293,8 +298,10 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
   }
 
   SECTION("table: the chosen rows, Markdown and JSON") {
-    const auto r = run_example("table" + common + " --rows 1,6 --warmup-steps 2 --reinit-layers 1 --swa-start-epoch 1 --out " +
-                               tmp.file("table") + " --with-random-init");
+    const auto r =
+        run_example("table" + common +
+                    " --rows 1,6 --warmup-steps 2 --reinit-layers 1 --swa-start-epoch 1 --out " +
+                    tmp.file("table") + " --with-random-init");
     INFO(r.output);
     REQUIRE(r.status == 0);
     CHECK(contains(r.output, "| 1 | basic fine-tuning |"));
@@ -315,13 +322,15 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
     CHECK(r.status != 0);
     CHECK(contains(r.output, "7"));
     std::ofstream(tmp.file("no_target.csv")) << "id,excerpt,standard_error\na,text,0.5\n";
-    r = run_example("train --model " + model + " --max-length 16 --data " + tmp.file("no_target.csv"));
+    r = run_example("train --model " + model + " --max-length 16 --data " +
+                    tmp.file("no_target.csv"));
     CHECK(r.status != 0);
     CHECK(contains(r.output, "no_target.csv"));
     CHECK(contains(r.output, "target"));
     std::ofstream(tmp.file("bad_target.csv"))
         << "id,excerpt,target,standard_error\na,text,1.0,0.5\nb,more text,high,0.5\n";
-    r = run_example("train --model " + model + " --max-length 16 --data " + tmp.file("bad_target.csv"));
+    r = run_example("train --model " + model + " --max-length 16 --data " +
+                    tmp.file("bad_target.csv"));
     CHECK(r.status != 0);
     CHECK(contains(r.output, "bad_target.csv:3"));
     r = run_example("train --model " + tmp.file("missing") + " --data " + csv);
@@ -334,7 +343,8 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
     // also give status 130: the message tells the handled stop apart.
     const std::string command = "timeout --preserve-status -s INT 4 " +
                                 std::string(finetune_test::kRobertaExe) + " --threads 1 train" +
-                                data + " --folds 2 --batch-size 4 --epochs 100000 --out " + tmp.file("long");
+                                data + " --folds 2 --batch-size 4 --epochs 100000 --out " +
+                                tmp.file("long");
     const auto r = run_command(command);
     INFO(r.output);
     CHECK(r.status == 130);
@@ -345,7 +355,8 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
   }
 }
 
-TEST_CASE("the shipped demo model loads: only the pooler is left to initialize", "[roberta][train]") {
+TEST_CASE("the shipped demo model loads: only the pooler is left to initialize",
+          "[roberta][train]") {
   const std::string dir = std::string(kAssetsDir) + "/demo-model";
   const ModelFiles files = load_model_files(dir, 96);
   CHECK(files.config.num_hidden_layers == 4);

@@ -22,15 +22,15 @@ inline std::pair<TrainSettings, LadderSettings> demo_settings() {
   s.data = std::string(kDataDir) + "/sotu_passages.csv.gz";
   s.model_dir = std::string(kAssetsDir) + "/demo-model";
   s.out_dir = "runs/demo";
-  s.folds = 2;                   // article: 5
-  s.epochs = 3;                  // article: 15
-  s.max_length = 96;             // article: 250
-  s.lr_scale = 100.0;            // a 4-layer, 128-wide model wants ~100x roberta-base's rates
-  s.swa_start_epoch = 2;         // article: 3 of 15; here the last of 3 epochs
-  s.eval_every_from_epoch = 1;   // article: 2 of 15
+  s.folds = 2;                  // article: 5
+  s.epochs = 3;                 // article: 15
+  s.max_length = 96;            // article: 250
+  s.lr_scale = 100.0;           // a 4-layer, 128-wide model wants ~100x roberta-base's rates
+  s.swa_start_epoch = 2;        // article: 3 of 15; here the last of 3 epochs
+  s.eval_every_from_epoch = 1;  // article: 2 of 15
   LadderSettings l;
-  l.reinit_layers = 2;           // article: 5 of 12 layers; here 2 of 4
-  l.with_random_init = true;     // did pretraining help?
+  l.reinit_layers = 2;        // article: 5 of 12 layers; here 2 of 4
+  l.with_random_init = true;  // did pretraining help?
   return {s, l};
 }
 
@@ -46,7 +46,8 @@ inline std::string demo_flags(const std::string& out_dir) {
 inline void add_demo_command(CLI::App& app) {
   auto out = std::make_shared<std::string>("runs/demo");
   auto* demo = app.add_subcommand(
-      "demo", "the article's technique table on the embedded data and model (what `make demo` runs)");
+      "demo",
+      "the article's technique table on the embedded data and model (what `make demo` runs)");
   demo->add_option("--out", *out, "folder of the runs and of table.json / table.md")
       ->capture_default_str();
   demo->callback([out] {

@@ -30,7 +30,9 @@ inline void add_forward_command(CLI::App& app) {
   cmd->add_option("--inputs", args->inputs, "safetensors with input_ids and attention_mask")
       ->required();
   cmd->add_option("--out", args->out, "safetensors to write")->required();
-  cmd->add_option("--device", args->device)->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--device", args->device)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->callback([args] {
     if (args->device == "cuda" && !torch::cuda::is_available())
       throw std::invalid_argument("--device cuda: no CUDA device is available");
@@ -48,12 +50,13 @@ inline void add_forward_command(CLI::App& app) {
       if (name == "attention_mask") mask = tensor;
     }
     if (!ids.defined() || !mask.defined())
-      throw std::invalid_argument(args->inputs + ": needs tensors \"input_ids\" and \"attention_mask\"");
+      throw std::invalid_argument(args->inputs +
+                                  ": needs tensors \"input_ids\" and \"attention_mask\"");
     if (ids.scalar_type() != torch::kInt64)
       throw std::invalid_argument(args->inputs + ": \"input_ids\" must be I64");
     if (ids.dim() != 2 || mask.sizes() != ids.sizes())
-      throw std::invalid_argument(args->inputs +
-                                  ": \"input_ids\" and \"attention_mask\" must both be [batch, tokens]");
+      throw std::invalid_argument(
+          args->inputs + ": \"input_ids\" and \"attention_mask\" must both be [batch, tokens]");
     const auto [lo, hi] = ids.aminmax();
     if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= config.vocab_size)
       throw std::invalid_argument(args->inputs + ": \"input_ids\" outside [0, vocab_size = " +

@@ -19,8 +19,8 @@
 
 #include "data.hpp"
 #include "pretrain.hpp"
-#include "roberta_paths.hpp"
 #include "roberta_model.hpp"
+#include "roberta_paths.hpp"
 #include "tokenizer.hpp"
 
 namespace roberta_regression {
@@ -45,9 +45,15 @@ inline void add_pretrain_command(CLI::App& app) {
                   "pretrain_log.csv, recipe.json")
       ->required();
   auto& o = args->options;
-  cmd->add_option("--hidden-size", o.hidden_size)->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--layers", o.num_hidden_layers)->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--heads", o.num_attention_heads)->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--hidden-size", o.hidden_size)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--layers", o.num_hidden_layers)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--heads", o.num_attention_heads)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--intermediate-size", o.intermediate_size)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -56,11 +62,15 @@ inline void add_pretrain_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{3}, int64_t{4096}));
   cmd->add_option("--batch-size", o.batch_size)->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--steps", o.steps)->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--lr", o.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", o.lr, "peak learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--warmup-fraction", o.warmup_fraction)
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--weight-decay", o.weight_decay)->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--weight-decay", o.weight_decay)
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--mask-probability", o.mask_probability)
       ->capture_default_str()
       ->check(CLI::Range(0.01, 0.99));
@@ -78,7 +88,8 @@ inline void add_pretrain_command(CLI::App& app) {
     namespace fs = std::filesystem;
     const fs::path tok_dir(args->tokenizer_dir), out(args->out);
 
-    RobertaTokenizer tokenizer((tok_dir / "vocab.json").string(), (tok_dir / "merges.txt").string());
+    RobertaTokenizer tokenizer((tok_dir / "vocab.json").string(),
+                               (tok_dir / "merges.txt").string());
     std::vector<std::string> texts;
     for (const auto& row : read_commonlit_csv(args->data).rows) texts.push_back(row.excerpt);
     fmt::print("pretrain: {} excerpts from {}, vocabulary {} ({}), {} threads, {}\n", texts.size(),
@@ -89,15 +100,16 @@ inline void add_pretrain_command(CLI::App& app) {
     std::ofstream log((out / "pretrain_log.csv").string());
     log << "step,loss,masked_accuracy,lr\n";
     const auto start = std::chrono::steady_clock::now();
-    auto [model, config] = pretrain_mlm(tokenizer, texts, o, device, [&](const PretrainLogEntry& e) {
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      fmt::print("step {:>6}/{}  loss {:.4f}  masked accuracy {:.3f}  lr {:.3g}  {:.0f} s\n", e.step,
-                 o.steps, e.loss, e.masked_accuracy, e.lr, seconds);
-      std::fflush(stdout);
-      log << fmt::format("{},{:.6f},{:.6f},{:.6g}\n", e.step, e.loss, e.masked_accuracy, e.lr);
-      log.flush();
-    });
+    auto [model, config] =
+        pretrain_mlm(tokenizer, texts, o, device, [&](const PretrainLogEntry& e) {
+          const double seconds =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          fmt::print("step {:>6}/{}  loss {:.4f}  masked accuracy {:.3f}  lr {:.3g}  {:.0f} s\n",
+                     e.step, o.steps, e.loss, e.masked_accuracy, e.lr, seconds);
+          std::fflush(stdout);
+          log << fmt::format("{},{:.6f},{:.6f},{:.6g}\n", e.step, e.loss, e.masked_accuracy, e.lr);
+          log.flush();
+        });
 
     save_pretrained(*model, config, out.string());
     fs::copy_file(tok_dir / "vocab.json", out / "vocab.json", fs::copy_options::overwrite_existing);
@@ -121,7 +133,8 @@ inline void add_pretrain_command(CLI::App& app) {
         {"threads", torch::get_num_threads()},
         {"device", args->device},
         {"libtorch", TORCH_VERSION},
-        {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+        {"seconds",
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
     std::ofstream((out / "recipe.json").string()) << recipe.dump(2) << '\n';
     fmt::print("pretrain: wrote {}\n", out.string());
   });

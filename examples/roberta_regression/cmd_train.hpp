@@ -100,17 +100,19 @@ inline std::vector<int64_t> folds_to_run(const TrainSettings& s) {
   return all;
 }
 
-inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d, const ModelFiles& m,
-                                bool random_init) {
+inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
+                                const ModelFiles& m, bool random_init) {
   return fmt::format(
-      "{}: {} rows{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch {}, "
+      "{}: {} rows{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch "
+      "{}, "
       "max length {}, seed {}; {} ({} threads), LibTorch {}",
-      s.data, d.targets.size(0), d.dropped ? fmt::format(" ({} dropped: target 0, standard_error 0)", d.dropped) : "",
-      s.folds, d.grouped ? " grouped by address" : "",
-      d.standardize ? "standardized for training, RMSE in target units" : "as is",
-      m.dir, m.config.num_hidden_layers, m.config.hidden_size,
-      random_init ? ", random init" : "", s.epochs, s.batch_size, s.max_length, s.seed,
-      s.device, torch::get_num_threads(), TORCH_VERSION);
+      s.data, d.targets.size(0),
+      d.dropped ? fmt::format(" ({} dropped: target 0, standard_error 0)", d.dropped) : "", s.folds,
+      d.grouped ? " grouped by address" : "",
+      d.standardize ? "standardized for training, RMSE in target units" : "as is", m.dir,
+      m.config.num_hidden_layers, m.config.hidden_size, random_init ? ", random init" : "",
+      s.epochs, s.batch_size, s.max_length, s.seed, s.device, torch::get_num_threads(),
+      TORCH_VERSION);
 }
 
 /// Runs the folds of one configuration; `line` receives the per-fold summary.
@@ -167,19 +169,27 @@ inline void plot_results(const std::string& dir, const std::string& title,
   if (dir.empty()) return;
   const bool draw = gnuplot_available();
   if (!draw) {
-    fmt::print("--plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote the CSV "
-               "files and gnuplot scripts to {} only\n", dir);
+    fmt::print(
+        "--plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote the CSV "
+        "files and gnuplot scripts to {} only\n",
+        dir);
   }
   for (const auto& r : results)
-    for (const auto& png : plot_fold(dir, plot_title(title), r, draw)) fmt::print("plot: {}\n", png);
+    for (const auto& png : plot_fold(dir, plot_title(title), r, draw))
+      fmt::print("plot: {}\n", png);
 }
 
 inline nlohmann::json fold_json(const FoldResult& r) {
-  nlohmann::json j = {{"fold", r.fold},       {"n_train", r.n_train},
-                      {"n_val", r.n_val},     {"best_rmse", r.best_rmse},
-                      {"steps", r.steps},     {"evaluations", r.evaluations},
-                      {"early_stopped", r.early_stopped}, {"interrupted", r.interrupted},
-                      {"seconds", r.seconds}, {"checkpoint_dir", r.checkpoint_dir}};
+  nlohmann::json j = {{"fold", r.fold},
+                      {"n_train", r.n_train},
+                      {"n_val", r.n_val},
+                      {"best_rmse", r.best_rmse},
+                      {"steps", r.steps},
+                      {"evaluations", r.evaluations},
+                      {"early_stopped", r.early_stopped},
+                      {"interrupted", r.interrupted},
+                      {"seconds", r.seconds},
+                      {"checkpoint_dir", r.checkpoint_dir}};
   j["best_swa_rmse"] = r.best_swa_rmse ? nlohmann::json(*r.best_swa_rmse) : nlohmann::json(nullptr);
   return j;
 }
@@ -203,24 +213,32 @@ inline FoldScores fold_scores(const std::vector<FoldResult>& results) {
 
 /// Options shared by train and table (the experiment's, not the techniques').
 inline void add_experiment_options(CLI::App* cmd, TrainSettings& s) {
-  cmd->add_option("--data", s.data, "CommonLit-shaped CSV (.csv or .csv.gz)")->capture_default_str();
+  cmd->add_option("--data", s.data, "CommonLit-shaped CSV (.csv or .csv.gz)")
+      ->capture_default_str();
   cmd->add_option("--model", s.model_dir,
                   "Hugging Face folder: config.json, model.safetensors, vocab.json, merges.txt")
       ->capture_default_str();
   cmd->add_option("--out", s.out_dir, "folder of checkpoints, histories and results")
       ->capture_default_str();
-  cmd->add_option("--folds", s.folds, "number of folds")->capture_default_str()->check(CLI::Range(2, 100));
+  cmd->add_option("--folds", s.folds, "number of folds")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100));
   cmd->add_option("--fold", s.fold, "run only this fold (0-based); default all");
   cmd->add_option("--epochs", s.epochs)->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch-size", s.batch_size, "training batch size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--val-batch-size", s.val_batch_size)->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--val-batch-size", s.val_batch_size)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--max-length", s.max_length, "tokens per excerpt, <s> and </s> included")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{2}, int64_t{1 << 20}));
-  cmd->add_option("--seed", s.seed, "folds, initialization, dropout and shuffling")->capture_default_str();
-  cmd->add_option("--device", s.device)->capture_default_str()->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--seed", s.seed, "folds, initialization, dropout and shuffling")
+      ->capture_default_str();
+  cmd->add_option("--device", s.device)
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--lr-scale", s.lr_scale, "multiplies every learning rate, swa_lr included")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -273,7 +291,8 @@ inline std::vector<LadderRow> article_ladder(const TrainSettings& base, const La
     rows.push_back({"basic fine-tuning, random init (no pretraining)", r});
   }
   for (size_t i = 0; i < rows.size(); ++i)
-    rows[i].settings.out_dir = (std::filesystem::path(base.out_dir) / fmt::format("row{}", i + 1)).string();
+    rows[i].settings.out_dir =
+        (std::filesystem::path(base.out_dir) / fmt::format("row{}", i + 1)).string();
   return rows;
 }
 
@@ -294,12 +313,14 @@ inline std::string markdown_table(const TableResult& t) {
     for (size_t k = 0; k < folds.size(); ++k)
       out << (k < row.folds.size() ? fmt::format(" {:.4f} |", row.folds[k].best_rmse) : " - |");
     out << fmt::format(" {:.4f} ± {:.4f} |", mean_of(scores.best), std_of(scores.best));
-    out << (scores.swa.empty() ? std::string(" - |") : fmt::format(" {:.4f} |", mean_of(scores.swa)));
+    out << (scores.swa.empty() ? std::string(" - |")
+                               : fmt::format(" {:.4f} |", mean_of(scores.swa)));
     out << fmt::format(" {:.0f} s |\n", row.seconds);
   }
   out << "\nLearning rates:\n";
   for (size_t i = 0; i < t.rows.size(); ++i)
-    out << "- " << t.rows[i].number << ". " << t.rows[i].technique << ": " << t.rows[i].rates << '\n';
+    out << "- " << t.rows[i].number << ". " << t.rows[i].technique << ": " << t.rows[i].rates
+        << '\n';
   return out.str();
 }
 
@@ -308,16 +329,17 @@ inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base
   for (const auto& row : t.rows) {
     const auto scores = detail::fold_scores(row.folds);
     const auto& swa = scores.swa;
-    rows.push_back({{"row", row.number},
-                    {"technique", row.technique},
-                    {"rates", row.rates},
-                    {"fold_rmse", scores.best},
-                    {"mean", mean_of(scores.best)},
-                    {"std", std_of(scores.best)},
-                    {"swa_rmse", swa},
-                    {"swa_mean", swa.empty() ? nlohmann::json(nullptr) : nlohmann::json(mean_of(swa))},
-                    {"seconds", row.seconds},
-                    {"folds", scores.folds}});
+    rows.push_back(
+        {{"row", row.number},
+         {"technique", row.technique},
+         {"rates", row.rates},
+         {"fold_rmse", scores.best},
+         {"mean", mean_of(scores.best)},
+         {"std", std_of(scores.best)},
+         {"swa_rmse", swa},
+         {"swa_mean", swa.empty() ? nlohmann::json(nullptr) : nlohmann::json(mean_of(swa))},
+         {"seconds", row.seconds},
+         {"folds", scores.folds}});
   }
   return {{"header", t.header},
           {"data", base.data},
@@ -354,14 +376,12 @@ inline TableResult run_table(const TrainSettings& base, const LadderSettings& la
       std::ofstream(tmp) << table_json(table, base).dump(2) << '\n';
     });
     const std::string md_path = fs::path(json_path).replace_extension(".md").string();
-    finetune::atomic_write_file(md_path, [&](const std::string& tmp) {
-      std::ofstream(tmp) << markdown_table(table);
-    });
+    finetune::atomic_write_file(
+        md_path, [&](const std::string& tmp) { std::ofstream(tmp) << markdown_table(table); });
   };
   for (size_t i = 0; i < rows.size(); ++i) {
-    if (!ladder.rows.empty() &&
-        std::find(ladder.rows.begin(), ladder.rows.end(), static_cast<int64_t>(i + 1)) ==
-            ladder.rows.end())
+    if (!ladder.rows.empty() && std::find(ladder.rows.begin(), ladder.rows.end(),
+                                          static_cast<int64_t>(i + 1)) == ladder.rows.end())
       continue;
     const auto& row = rows[i];
     TableRowResult result;
@@ -370,9 +390,10 @@ inline TableResult run_table(const TrainSettings& base, const LadderSettings& la
     result.rates = describe_rates(row.settings.llrd, row.settings.lr_scale, row.settings.swa_lr);
     const std::string label = fmt::format("row {} ({}), ", i + 1, row.technique);
     const auto started = std::chrono::steady_clock::now();
-    result.folds = detail::run_folds(row.settings, files, data, /*print_evaluations=*/false, label,
-                                     nullptr);
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    result.folds =
+        detail::run_folds(row.settings, files, data, /*print_evaluations=*/false, label, nullptr);
+    result.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (!ladder.plot_dir.empty())
       detail::plot_results((fs::path(ladder.plot_dir) / fmt::format("row{}", i + 1)).string(),
                            row.technique, result.folds);
@@ -401,20 +422,26 @@ inline void add_train_commands(CLI::App& app) {
     auto a = std::make_shared<Args>();
     a->s.data = std::string(kDataDir) + "/sotu_passages.csv.gz";
     a->s.model_dir = std::string(kAssetsDir) + "/demo-model";
-    auto* cmd = app.add_subcommand("train", "fine-tune on every fold (or one) with the techniques chosen");
+    auto* cmd =
+        app.add_subcommand("train", "fine-tune on every fold (or one) with the techniques chosen");
     detail::add_experiment_options(cmd, a->s);
     cmd->add_option("--llrd", a->llrd, "learning rates by depth, the article's rates")
         ->capture_default_str()
         ->check(CLI::IsMember({"none", "layerwise", "grouped"}));
-    cmd->add_option("--warmup-steps", a->s.warmup_steps)->capture_default_str()->check(CLI::NonNegativeNumber);
-    cmd->add_option("--reinit-layers", a->s.reinit_layers, "re-initialize the top N layers and the pooler")
+    cmd->add_option("--warmup-steps", a->s.warmup_steps)
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
-    cmd->add_option("--swa-lr", a->swa_lr, "stochastic weight averaging with this SWALR rate (article: 2e-6)")
+    cmd->add_option("--reinit-layers", a->s.reinit_layers,
+                    "re-initialize the top N layers and the pooler")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--swa-lr", a->swa_lr,
+                    "stochastic weight averaging with this SWALR rate (article: 2e-6)")
         ->check(CLI::PositiveNumber);
     cmd->add_option("--eval-every", a->eval_every, "evaluate every N batches (article: 10)")
         ->check(CLI::PositiveNumber);
-    cmd->add_flag("--random-init", a->s.random_init, "HF-initialized weights instead of model.safetensors");
+    cmd->add_flag("--random-init", a->s.random_init,
+                  "HF-initialized weights instead of model.safetensors");
     cmd->add_option("--lr-log", a->lr_log, "CSV of every step's learning rate per layer");
     cmd->add_option("--plot", a->plot_dir, "folder for the lr and RMSE figures (gnuplot)");
     cmd->callback([a] {
@@ -425,15 +452,16 @@ inline void add_train_commands(CLI::App& app) {
       detail::install_interrupt_handler();
       const ModelFiles files = load_model_files(s.model_dir, s.max_length);
       const EncodedDataset data = load_dataset(s, *files.tokenizer);
-      fmt::print("train: {}\nrates: {} ({} LLRD); warm-up {} steps, re-init {} layers, SWA {}, "
-                 "evaluation {}\n",
-                 detail::data_summary(s, data, files, s.random_init),
-                 describe_rates(s.llrd, s.lr_scale, s.swa_lr), llrd_name(s.llrd), s.warmup_steps,
-                 s.reinit_layers,
-                 s.swa_lr ? fmt::format("from epoch {}", s.swa_start_epoch) : std::string("off"),
-                 s.eval_every ? fmt::format("every {} batches from epoch {}", *s.eval_every,
-                                            s.eval_every_from_epoch)
-                              : std::string("once per epoch"));
+      fmt::print(
+          "train: {}\nrates: {} ({} LLRD); warm-up {} steps, re-init {} layers, SWA {}, "
+          "evaluation {}\n",
+          detail::data_summary(s, data, files, s.random_init),
+          describe_rates(s.llrd, s.lr_scale, s.swa_lr), llrd_name(s.llrd), s.warmup_steps,
+          s.reinit_layers,
+          s.swa_lr ? fmt::format("from epoch {}", s.swa_start_epoch) : std::string("off"),
+          s.eval_every ? fmt::format("every {} batches from epoch {}", *s.eval_every,
+                                     s.eval_every_from_epoch)
+                       : std::string("once per epoch"));
       std::ofstream lr_log;
       if (!a->lr_log.empty()) {
         lr_log.open(a->lr_log);
@@ -457,13 +485,13 @@ inline void add_train_commands(CLI::App& app) {
                                       {"std", std_of(best)},
                                       {"folds", scores.folds}};
       const std::string path = (std::filesystem::path(s.out_dir) / "results.json").string();
-      finetune::atomic_write_file(path, [&](const std::string& tmp) {
-        std::ofstream(tmp) << summary.dump(2) << '\n';
-      });
+      finetune::atomic_write_file(
+          path, [&](const std::string& tmp) { std::ofstream(tmp) << summary.dump(2) << '\n'; });
       if (!results.empty() && results.back().interrupted)
         throw Interrupted("interrupted after step " + std::to_string(results.back().steps) +
                           " of fold " + std::to_string(results.back().fold) +
-                          "; best checkpoint: " + results.back().checkpoint_dir + "/best.safetensors");
+                          "; best checkpoint: " + results.back().checkpoint_dir +
+                          "/best.safetensors");
     });
   }
   // --- table -------------------------------------------------------------------------
@@ -476,7 +504,8 @@ inline void add_train_commands(CLI::App& app) {
     a->s.data = std::string(kDataDir) + "/sotu_passages.csv.gz";
     a->s.model_dir = std::string(kAssetsDir) + "/demo-model";
     a->s.out_dir = "runs/table";
-    auto* cmd = app.add_subcommand("table", "the article's ladder of techniques, as a Markdown table and JSON");
+    auto* cmd = app.add_subcommand(
+        "table", "the article's ladder of techniques, as a Markdown table and JSON");
     detail::add_experiment_options(cmd, a->s);
     auto& l = a->ladder;
     cmd->add_option("--warmup-steps", l.warmup_steps, "warm-up of the rows from '+ warm-up' on")
@@ -494,7 +523,8 @@ inline void add_train_commands(CLI::App& app) {
     cmd->add_flag("--with-random-init", l.with_random_init,
                   "add the basic row from a randomly initialized model (did pretraining help?)");
     cmd->add_option("--rows", l.rows, "run only these rows (1-based)")->delimiter(',');
-    cmd->add_option("--json", l.json, "table as JSON (default <out>/table.json; Markdown beside it)");
+    cmd->add_option("--json", l.json,
+                    "table as JSON (default <out>/table.json; Markdown beside it)");
     cmd->add_option("--plot", l.plot_dir, "folder for every row's lr and RMSE figures (gnuplot)");
     cmd->callback([a] {
       detail::install_interrupt_handler();

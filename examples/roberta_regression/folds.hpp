@@ -42,8 +42,8 @@ std::vector<int64_t> article_folds(const std::vector<double>& targets, int64_t n
 /// group's target = its first row's target), folded with article_folds; each
 /// row gets its group's fold, so no group straddles folds.
 std::vector<int64_t> grouped_article_folds(const std::vector<double>& targets,
-                                           const std::vector<std::string>& groups,
-                                           int64_t n_splits, uint32_t seed);
+                                           const std::vector<std::string>& groups, int64_t n_splits,
+                                           uint32_t seed);
 
 // --- implementation -----------------------------------------------------------
 
@@ -77,7 +77,8 @@ inline std::vector<int64_t> pandas_cut_codes(const std::vector<double>& x, int64
   }
   std::vector<double> edges(static_cast<size_t>(bins + 1));
   const double step = (mx - mn) / static_cast<double>(bins);  // numpy.linspace
-  for (int64_t i = 0; i <= bins; ++i) edges[static_cast<size_t>(i)] = static_cast<double>(i) * step + mn;
+  for (int64_t i = 0; i <= bins; ++i)
+    edges[static_cast<size_t>(i)] = static_cast<double>(i) * step + mn;
   edges.back() = mx;
   if (!constant) edges.front() -= (mx - mn) * 0.001;
   std::vector<int64_t> codes;
@@ -108,16 +109,17 @@ inline std::vector<int64_t> stratified_kfold_test_folds(const std::vector<int64_
   std::vector<int64_t> sorted = encoded;
   std::sort(sorted.begin(), sorted.end());
   // allocation[f][k]: class k's samples in test fold f (bincount of y_order[f::n_splits]).
-  std::vector<std::vector<int64_t>> allocation(static_cast<size_t>(n_splits),
-                                               std::vector<int64_t>(static_cast<size_t>(classes), 0));
+  std::vector<std::vector<int64_t>> allocation(
+      static_cast<size_t>(n_splits), std::vector<int64_t>(static_cast<size_t>(classes), 0));
   for (size_t i = 0; i < sorted.size(); ++i)
     ++allocation[i % static_cast<size_t>(n_splits)][static_cast<size_t>(sorted[i])];
   std::vector<int64_t> folds(labels.size(), -1);
   for (int64_t k = 0; k < classes; ++k) {
     std::vector<int64_t> folds_for_class;  // arange(n_splits).repeat(allocation[:, k])
     for (int64_t f = 0; f < n_splits; ++f)
-      folds_for_class.insert(folds_for_class.end(),
-                             static_cast<size_t>(allocation[static_cast<size_t>(f)][static_cast<size_t>(k)]), f);
+      folds_for_class.insert(
+          folds_for_class.end(),
+          static_cast<size_t>(allocation[static_cast<size_t>(f)][static_cast<size_t>(k)]), f);
     size_t next = 0;
     for (size_t i = 0; i < encoded.size(); ++i)
       if (encoded[i] == k) folds[i] = folds_for_class[next++];
@@ -133,9 +135,11 @@ inline std::vector<int64_t> article_folds(const std::vector<double>& targets, in
   std::vector<double> shuffled;
   for (const int64_t i : order) shuffled.push_back(targets[static_cast<size_t>(i)]);
   const auto bins = static_cast<int64_t>(std::floor(1.0 + std::log2(static_cast<double>(n))));
-  const auto folds_shuffled = stratified_kfold_test_folds(pandas_cut_codes(shuffled, bins), n_splits);
+  const auto folds_shuffled =
+      stratified_kfold_test_folds(pandas_cut_codes(shuffled, bins), n_splits);
   std::vector<int64_t> folds(targets.size());
-  for (size_t i = 0; i < order.size(); ++i) folds[static_cast<size_t>(order[i])] = folds_shuffled[i];
+  for (size_t i = 0; i < order.size(); ++i)
+    folds[static_cast<size_t>(order[i])] = folds_shuffled[i];
   return folds;
 }
 

@@ -19,9 +19,7 @@
 namespace roberta_regression {
 
 /// Whether `gnuplot` runs (on PATH).
-inline bool gnuplot_available() {
-  return std::system("gnuplot -e 'exit' >/dev/null 2>&1") == 0;
-}
+inline bool gnuplot_available() { return std::system("gnuplot -e 'exit' >/dev/null 2>&1") == 0; }
 
 /// Writes lr_fold{k}.csv/.gp and curves_fold{k}.csv/.gp in `dir` for one
 /// fold and, when `draw` (gnuplot_available()), runs gnuplot on them; returns
@@ -43,8 +41,8 @@ inline std::vector<std::string> plot_fold(const std::string& dir, const std::str
        << "set key outside right\n"
        << "set xlabel 'training step'\nset ylabel 'learning rate'\n"
        << "set title '" << title << ", fold " << r.fold << ": learning rate per layer'\n"
-       << "plot for [i=2:" << r.lr_columns.size() + 1
-       << "] '" << stem_lr << ".csv' using 1:i with lines title columnhead(i)\n";
+       << "plot for [i=2:" << r.lr_columns.size() + 1 << "] '" << stem_lr
+       << ".csv' using 1:i with lines title columnhead(i)\n";
   }
   {
     std::ofstream csv(stem_curves + ".csv");

@@ -108,19 +108,17 @@ inline std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& 
   auto labels = torch::where(chosen, input_ids, torch::full_like(input_ids, -100));
   const auto to_mask = chosen & (draw() < 0.8);
   const auto to_random = chosen & ~to_mask & (draw() < 0.5);
-  auto masked = torch::where(to_mask, torch::full_like(input_ids, tokenizer.mask_token_id()),
-                             input_ids);
-  const auto random_ids =
-      torch::randint(tokenizer.vocab_size(), input_ids.sizes(), generator,
-                     options.dtype(torch::kInt64));
+  auto masked =
+      torch::where(to_mask, torch::full_like(input_ids, tokenizer.mask_token_id()), input_ids);
+  const auto random_ids = torch::randint(tokenizer.vocab_size(), input_ids.sizes(), generator,
+                                         options.dtype(torch::kInt64));
   masked = torch::where(to_random, random_ids, masked);
   return {masked, labels};
 }
 
 inline std::pair<RobertaForMaskedLM, RobertaConfig> pretrain_mlm(
-    RobertaTokenizer& tokenizer, const std::vector<std::string>& texts,
-    const PretrainOptions& o, torch::Device device,
-    const std::function<void(const PretrainLogEntry&)>& on_log) {
+    RobertaTokenizer& tokenizer, const std::vector<std::string>& texts, const PretrainOptions& o,
+    torch::Device device, const std::function<void(const PretrainLogEntry&)>& on_log) {
   if (o.steps <= 0 || o.batch_size <= 0 || o.log_every <= 0)
     throw std::invalid_argument("pretrain: --steps, --batch-size and --log-every must be positive");
   if (!(o.mask_probability > 0.0 && o.mask_probability < 1.0))
@@ -170,7 +168,8 @@ inline std::pair<RobertaForMaskedLM, RobertaConfig> pretrain_mlm(
   // LibTorch 2.x replaces group options equal to the defaults; set them again.
   optimizer.param_groups()[0].set_options(group_options(o.weight_decay));
   optimizer.param_groups()[1].set_options(group_options(0.0));
-  const auto warmup = static_cast<int64_t>(std::floor(o.warmup_fraction * static_cast<double>(o.steps)));
+  const auto warmup =
+      static_cast<int64_t>(std::floor(o.warmup_fraction * static_cast<double>(o.steps)));
   finetune::WarmupLinearSchedule schedule(optimizer,
                                           finetune::WarmupLinearScheduleOptions(warmup, o.steps));
 
@@ -199,7 +198,8 @@ inline std::pair<RobertaForMaskedLM, RobertaConfig> pretrain_mlm(
     const auto mask = host_mask.to(device);
 
     const auto hidden = model->roberta->forward(masked.to(device), mask).last_hidden_state;
-    const auto logits = model->logits(hidden.reshape({-1, config.hidden_size}).index_select(0, chosen));
+    const auto logits =
+        model->logits(hidden.reshape({-1, config.hidden_size}).index_select(0, chosen));
     const auto loss = torch::nn::functional::cross_entropy(logits, chosen_labels);
     optimizer.zero_grad();
     loss.backward();

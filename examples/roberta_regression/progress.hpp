@@ -35,10 +35,12 @@ class ProgressBar {
     if (done < total && now - last_draw_ < std::chrono::milliseconds(200)) return;
     last_draw_ = now;
     const double elapsed = std::chrono::duration<double>(now - started_).count();
-    const double fraction = std::clamp(static_cast<double>(done) / static_cast<double>(total), 0.0, 1.0);
+    const double fraction =
+        std::clamp(static_cast<double>(done) / static_cast<double>(total), 0.0, 1.0);
     const int width = 30;
     const int filled = static_cast<int>(fraction * width);
-    const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0.0;
+    const double eta =
+        done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0.0;
     fmt::print("\r\033[K{} [{}{}] {}/{} {:.0f}s, ETA {:.0f}s", label_, std::string(filled, '#'),
                std::string(width - filled, '.'), done, total, elapsed, eta);
     std::fflush(stdout);

@@ -96,11 +96,12 @@ inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std
   if (j.contains("hidden_act")) {
     const auto& v = j.at("hidden_act");
     if (!v.is_string() || v.get<std::string>() != "gelu")
-      throw std::invalid_argument(source + ": key \"hidden_act\" must be \"gelu\" (exact erf), got " +
-                                  v.dump());
+      throw std::invalid_argument(
+          source + ": key \"hidden_act\" must be \"gelu\" (exact erf), got " + v.dump());
   }
   if (j.contains("position_embedding_type") && j.at("position_embedding_type") != "absolute")
-    throw std::invalid_argument(source + ": key \"position_embedding_type\" must be \"absolute\", got " +
+    throw std::invalid_argument(source +
+                                ": key \"position_embedding_type\" must be \"absolute\", got " +
                                 j.at("position_embedding_type").dump());
   if (c.hidden_size % c.num_attention_heads != 0)
     throw std::invalid_argument(source + ": key \"hidden_size\" (" + std::to_string(c.hidden_size) +

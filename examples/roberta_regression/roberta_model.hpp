@@ -127,7 +127,9 @@ class RobertaModelImpl : public torch::nn::Module {
   /// encoder.layer, for finetune::ReinitTopLayers.
   torch::nn::ModuleList layers() const { return encoder->layer; }
   /// pooler.dense (null holder without a pooler).
-  torch::nn::Linear pooler_dense() const { return pooler ? pooler->dense : torch::nn::Linear{nullptr}; }
+  torch::nn::Linear pooler_dense() const {
+    return pooler ? pooler->dense : torch::nn::Linear{nullptr};
+  }
 
   RobertaEmbeddings embeddings{nullptr};
   RobertaEncoder encoder{nullptr};
@@ -204,7 +206,8 @@ RobertaConfig load_config_dir(const std::string& dir);
 
 /// Writes dir/config.json and dir/model.safetensors (every parameter under its
 /// name, atomically each), loadable by `transformers.AutoModel.from_pretrained(dir)`.
-void save_pretrained(torch::nn::Module& module, const RobertaConfig& config, const std::string& dir);
+void save_pretrained(torch::nn::Module& module, const RobertaConfig& config,
+                     const std::string& dir);
 
 /// Writes every parameter of `module` under its name, as fp32, to the
 /// safetensors file `path` (HF's layout, metadata format pt; atomic).
@@ -214,8 +217,7 @@ void save_weights(const torch::nn::Module& module, const std::string& path);
 
 namespace detail {
 inline torch::nn::LayerNorm layer_norm(const RobertaConfig& c) {
-  return torch::nn::LayerNorm(
-      torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
 }
 }  // namespace detail
 
@@ -224,14 +226,14 @@ inline RobertaEmbeddingsImpl::RobertaEmbeddingsImpl(const RobertaConfig& c)
   // Padding rows get no gradient, as nn.Embedding(padding_idx=...) in HF.
   word_embeddings = register_module(
       "word_embeddings",
-      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size)
-                               .padding_idx(c.pad_token_id)));
+      torch::nn::Embedding(
+          torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size).padding_idx(c.pad_token_id)));
   position_embeddings = register_module(
       "position_embeddings",
       torch::nn::Embedding(torch::nn::EmbeddingOptions(c.max_position_embeddings, c.hidden_size)
                                .padding_idx(c.pad_token_id)));
-  token_type_embeddings = register_module(
-      "token_type_embeddings", torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
+  token_type_embeddings = register_module("token_type_embeddings",
+                                          torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
   LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
   dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
@@ -350,7 +352,8 @@ inline RobertaOutput RobertaModelImpl::forward(const torch::Tensor& input_ids,
                                 " - padding_idx - 1");
   const auto keep = attention_mask.ne(0).view({input_ids.size(0), 1, 1, input_ids.size(1)});
   auto hidden = embeddings(input_ids);
-  for (const auto& block : *encoder->layer) hidden = block->as<RobertaLayerImpl>()->forward(hidden, keep);
+  for (const auto& block : *encoder->layer)
+    hidden = block->as<RobertaLayerImpl>()->forward(hidden, keep);
   return {hidden, pooler ? pooler(hidden) : torch::Tensor()};
 }
 

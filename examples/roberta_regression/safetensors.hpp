@@ -86,7 +86,8 @@ constexpr uint64_t kSafetensorsMaxHeaderSize = 100000000;
 /// offset the entries tile the data buffer exactly from 0 to its end (no
 /// overlap, no gap, nothing after: what the Rust crate requires);
 /// "__metadata__" is an object of strings (or null: none).
-SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& source);
+SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
+                                           const std::string& source);
 
 /// Parses a whole in-memory safetensors file (header checks above, plus BOOL
 /// bytes must be 0 or 1) into owning CPU tensors.
@@ -129,11 +130,10 @@ struct DtypeInfo {
 // U16 < F16 < BF16 < I32 < U32 < F32 < F64 < I64 < U64); only ranks matter.
 inline const std::vector<DtypeInfo>& dtype_table() {
   static const std::vector<DtypeInfo> table = {
-      {"BOOL", torch::kBool, 1, 0},       {"U8", torch::kByte, 1, 1},
-      {"I8", torch::kChar, 1, 2},         {"I16", torch::kShort, 2, 5},
-      {"F16", torch::kHalf, 2, 7},        {"BF16", torch::kBFloat16, 2, 8},
-      {"I32", torch::kInt, 4, 9},         {"F32", torch::kFloat, 4, 11},
-      {"F64", torch::kDouble, 8, 12},     {"I64", torch::kLong, 8, 13},
+      {"BOOL", torch::kBool, 1, 0}, {"U8", torch::kByte, 1, 1},    {"I8", torch::kChar, 1, 2},
+      {"I16", torch::kShort, 2, 5}, {"F16", torch::kHalf, 2, 7},   {"BF16", torch::kBFloat16, 2, 8},
+      {"I32", torch::kInt, 4, 9},   {"F32", torch::kFloat, 4, 11}, {"F64", torch::kDouble, 8, 12},
+      {"I64", torch::kLong, 8, 13},
   };
   return table;
 }
@@ -156,7 +156,8 @@ inline const DtypeInfo* find_dtype(torch::ScalarType type) {
   throw std::invalid_argument("safetensors file '" + source + "': " + what);
 }
 
-[[noreturn]] inline void fail_key(const std::string& source, const std::string& key, const std::string& what) {
+[[noreturn]] inline void fail_key(const std::string& source, const std::string& key,
+                                  const std::string& what) {
   throw std::invalid_argument("safetensors file '" + source + "', key '" + key + "': " + what);
 }
 
@@ -192,19 +193,22 @@ inline std::string json_string(const std::string& s) {
 
 }  // namespace safetensors_detail
 
-inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& source) {
+inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size,
+                                                  const std::string& source) {
   namespace d = safetensors_detail;
   using ojson = nlohmann::ordered_json;
   if (data == nullptr && size != 0) d::fail(source, "null data");
-  if (size < 8) d::fail(source, "file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
+  if (size < 8)
+    d::fail(source,
+            "file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
   if (n > kSafetensorsMaxHeaderSize) {
     d::fail(source, "header length " + std::to_string(n) + " exceeds the 100 MB limit");
   }
   if (n > static_cast<uint64_t>(size) - 8) {
-    d::fail(source, "header length " + std::to_string(n) + " exceeds the file size " + std::to_string(size) +
-                        " minus 8");
+    d::fail(source, "header length " + std::to_string(n) + " exceeds the file size " +
+                        std::to_string(size) + " minus 8");
   }
   const char* begin = reinterpret_cast<const char*>(data + 8);
   const char* end = begin + n;
@@ -260,7 +264,8 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
       if (value.is_null()) continue;  // the Rust crate reads null as "no metadata"
       if (!value.is_object()) d::fail_key(source, key, "__metadata__ is not an object");
       for (auto m = value.begin(); m != value.end(); ++m) {
-        if (!m.value().is_string()) d::fail_key(source, key, "metadata value of '" + m.key() + "' is not a string");
+        if (!m.value().is_string())
+          d::fail_key(source, key, "metadata value of '" + m.key() + "' is not a string");
         out.metadata.emplace(m.key(), m.value().get<std::string>());
       }
       continue;
@@ -272,7 +277,8 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
       }
     }
     for (const char* field : {"dtype", "shape", "data_offsets"}) {
-      if (!value.contains(field)) d::fail_key(source, key, std::string("missing field '") + field + "'");
+      if (!value.contains(field))
+        d::fail_key(source, key, std::string("missing field '") + field + "'");
     }
     SafetensorsEntry e;
     e.name = key;
@@ -281,7 +287,9 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
     e.dtype = dtype.get<std::string>();
     const d::DtypeInfo* info = d::find_dtype(e.dtype);
     if (info == nullptr) {
-      d::fail_key(source, key, "unsupported dtype '" + e.dtype + "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+      d::fail_key(source, key,
+                  "unsupported dtype '" + e.dtype +
+                      "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
     }
     e.scalar_type = info->type;
     const ojson& shape = value["shape"];
@@ -290,7 +298,8 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
     bool overflow = false;
     for (const auto& dim : shape) {
       uint64_t v = 0;
-      if (!d::as_u64(dim, v)) d::fail_key(source, key, "shape has an element that is not a non-negative integer");
+      if (!d::as_u64(dim, v))
+        d::fail_key(source, key, "shape has an element that is not a non-negative integer");
       if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
         d::fail_key(source, key, "shape dimension " + std::to_string(v) + " is too large");
       }
@@ -310,15 +319,19 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
       d::fail_key(source, key, "data_offsets is not an array of 2 non-negative integers");
     }
     if (e.begin > e.end) {
-      d::fail_key(source, key, "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
+      d::fail_key(
+          source, key,
+          "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
     }
     if (e.end > out.data_size) {
-      d::fail_key(source, key, "data_offsets end " + std::to_string(e.end) + " is past the data buffer (" +
-                                   std::to_string(out.data_size) + " bytes)");
+      d::fail_key(source, key,
+                  "data_offsets end " + std::to_string(e.end) + " is past the data buffer (" +
+                      std::to_string(out.data_size) + " bytes)");
     }
     if (e.end - e.begin != nbytes) {
-      d::fail_key(source, key, "data_offsets span " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
-                                   " and shape need " + std::to_string(nbytes));
+      d::fail_key(source, key,
+                  "data_offsets span " + std::to_string(e.end - e.begin) + " bytes but dtype " +
+                      e.dtype + " and shape need " + std::to_string(nbytes));
     }
     out.entries.push_back(std::move(e));
   }
@@ -328,29 +341,33 @@ inline SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t si
   std::vector<const SafetensorsEntry*> by_offset;
   by_offset.reserve(out.entries.size());
   for (const auto& e : out.entries) by_offset.push_back(&e);
-  std::stable_sort(by_offset.begin(), by_offset.end(), [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
-    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-  });
+  std::stable_sort(by_offset.begin(), by_offset.end(),
+                   [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
+                     return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+                   });
   uint64_t expected = 0;
   for (const SafetensorsEntry* e : by_offset) {
     if (e->begin < expected) {
-      d::fail_key(source, e->name, "data_offsets [" + std::to_string(e->begin) + ", " + std::to_string(e->end) +
-                                       ") overlap another tensor");
+      d::fail_key(source, e->name,
+                  "data_offsets [" + std::to_string(e->begin) + ", " + std::to_string(e->end) +
+                      ") overlap another tensor");
     }
     if (e->begin > expected) {
-      d::fail_key(source, e->name, "data_offsets begin " + std::to_string(e->begin) +
-                                       " leaves a hole in the data buffer after byte " + std::to_string(expected));
+      d::fail_key(source, e->name,
+                  "data_offsets begin " + std::to_string(e->begin) +
+                      " leaves a hole in the data buffer after byte " + std::to_string(expected));
     }
     expected = e->end;
   }
   if (expected != out.data_size) {
-    d::fail(source, "data buffer has " + std::to_string(out.data_size) + " bytes but the tensors cover " +
-                        std::to_string(expected));
+    d::fail(source, "data buffer has " + std::to_string(out.data_size) +
+                        " bytes but the tensors cover " + std::to_string(expected));
   }
   return out;
 }
 
-inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size,
+                                         const std::string& source) {
   namespace d = safetensors_detail;
   SafetensorsHeader header = parse_safetensors_header(data, size, source);
   SafetensorsFile out;
@@ -362,10 +379,12 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const
     const size_t nbytes = static_cast<size_t>(e.end - e.begin);
     if (e.scalar_type == torch::kBool) {
       for (size_t i = 0; i < nbytes; ++i) {
-        if (src[i] > 1) d::fail_key(source, e.name, "BOOL tensor holds a byte that is neither 0 nor 1");
+        if (src[i] > 1)
+          d::fail_key(source, e.name, "BOOL tensor holds a byte that is neither 0 nor 1");
       }
     }
-    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.scalar_type).device(torch::kCPU));
+    torch::Tensor t =
+        torch::empty(e.shape, torch::TensorOptions().dtype(e.scalar_type).device(torch::kCPU));
     if (nbytes > 0) std::memcpy(t.data_ptr(), src, nbytes);
     out.tensors.emplace_back(e.name, std::move(t));
   }
@@ -389,7 +408,8 @@ inline SafetensorsFile read_safetensors(const std::string& path) {
   const size_t size = static_cast<size_t>(st.st_size);
   if (size < 8) {
     ::close(fd);
-    d::fail(path, "file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
+    d::fail(path,
+            "file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
@@ -415,15 +435,20 @@ inline std::string serialize_safetensors(const NamedTensors& tensors,
   items.reserve(tensors.size());
   std::set<std::string> seen;
   for (const auto& [name, t] : tensors) {
-    if (!seen.insert(name).second) throw std::invalid_argument("write_safetensors: duplicate tensor name '" + name + "'");
-    if (name == "__metadata__") throw std::invalid_argument("write_safetensors: '__metadata__' is not a tensor name");
-    if (!t.defined()) throw std::invalid_argument("write_safetensors: tensor '" + name + "' is undefined");
+    if (!seen.insert(name).second)
+      throw std::invalid_argument("write_safetensors: duplicate tensor name '" + name + "'");
+    if (name == "__metadata__")
+      throw std::invalid_argument("write_safetensors: '__metadata__' is not a tensor name");
+    if (!t.defined())
+      throw std::invalid_argument("write_safetensors: tensor '" + name + "' is undefined");
     if (t.layout() != torch::kStrided) {
-      throw std::invalid_argument("write_safetensors: tensor '" + name + "' is not dense (strided)");
+      throw std::invalid_argument("write_safetensors: tensor '" + name +
+                                  "' is not dense (strided)");
     }
     const d::DtypeInfo* info = d::find_dtype(t.scalar_type());
     if (info == nullptr) {
-      throw std::invalid_argument("write_safetensors: tensor '" + name + "' has unsupported dtype " +
+      throw std::invalid_argument("write_safetensors: tensor '" + name +
+                                  "' has unsupported dtype " +
                                   std::string(c10::toString(t.scalar_type())));
     }
     items.push_back({&name, info, t.detach().to(torch::kCPU).contiguous()});
@@ -458,7 +483,8 @@ inline std::string serialize_safetensors(const NamedTensors& tensors,
       if (i > 0) header += ",";
       header += std::to_string(item.cpu.size(i));
     }
-    header += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + nbytes) + "]}";
+    header += "],\"data_offsets\":[" + std::to_string(offset) + "," +
+              std::to_string(offset + nbytes) + "]}";
     offset += nbytes;
   }
   header += "}";
@@ -483,13 +509,16 @@ inline void write_safetensors(const std::string& path, const NamedTensors& tenso
   std::vector<char> tmpl(tmp.begin(), tmp.end());
   tmpl.push_back('\0');
   const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) throw std::runtime_error("write_safetensors: cannot create '" + tmp + "': " + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error("write_safetensors: cannot create '" + tmp +
+                             "': " + std::strerror(errno));
   tmp.assign(tmpl.data());
   auto fail = [&](const std::string& what) {
     const int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: " + what + " '" + tmp + "': " + std::strerror(err));
+    throw std::runtime_error("write_safetensors: " + what + " '" + tmp +
+                             "': " + std::strerror(err));
   };
   // mkstemp creates 0600; give the file the usual 0644 (reading umask would
   // mean changing it, which is not thread-safe).
@@ -507,12 +536,14 @@ inline void write_safetensors(const std::string& path, const NamedTensors& tenso
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: cannot close '" + tmp + "': " + std::strerror(err));
+    throw std::runtime_error("write_safetensors: cannot close '" + tmp +
+                             "': " + std::strerror(err));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(err));
+    throw std::runtime_error("write_safetensors: cannot rename '" + tmp + "' to '" + path +
+                             "': " + std::strerror(err));
   }
 }
 

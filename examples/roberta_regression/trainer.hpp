@@ -46,21 +46,21 @@ namespace roberta_regression {
 /// Everything one `train` run needs. Defaults: the notebook's settings with
 /// every technique switched off (its "basic fine-tuning" run).
 struct TrainSettings {
-  std::string data;             ///< CommonLit-shaped CSV (.csv or .csv.gz)
-  std::string model_dir;        ///< config.json, model.safetensors, vocab.json, merges.txt
+  std::string data;                    ///< CommonLit-shaped CSV (.csv or .csv.gz)
+  std::string model_dir;               ///< config.json, model.safetensors, vocab.json, merges.txt
   std::string out_dir = "runs/train";  ///< per-fold checkpoints, histories, curves
-  bool random_init = false;     ///< HF-initialized weights instead of model.safetensors
+  bool random_init = false;            ///< HF-initialized weights instead of model.safetensors
 
   finetune::LLRDMode llrd = finetune::LLRDMode::none;
-  double lr_scale = 1.0;        ///< multiplies every rate, swa_lr included
+  double lr_scale = 1.0;  ///< multiplies every rate, swa_lr included
   int64_t warmup_steps = 0;
-  int64_t reinit_layers = 0;    ///< top layers (and the pooler) re-initialized
-  std::optional<double> swa_lr; ///< unset: no SWA (before lr_scale)
-  int64_t swa_start_epoch = 3;  ///< first SWA epoch (0-based, as the notebook)
+  int64_t reinit_layers = 0;     ///< top layers (and the pooler) re-initialized
+  std::optional<double> swa_lr;  ///< unset: no SWA (before lr_scale)
+  int64_t swa_start_epoch = 3;   ///< first SWA epoch (0-based, as the notebook)
   int64_t swa_anneal_steps = 10;
   std::optional<int64_t> eval_every;  ///< unset: evaluate once per epoch
   int64_t eval_every_from_epoch = 2;
-  int64_t patience = 50;        ///< the notebook's EARLY_STOP_THRESHOLD
+  int64_t patience = 50;  ///< the notebook's EARLY_STOP_THRESHOLD
 
   int64_t folds = 5;
   std::optional<int64_t> fold;  ///< unset: every fold
@@ -143,14 +143,14 @@ struct CurvePoint {
 struct FoldResult {
   int64_t fold = 0;
   int64_t n_train = 0, n_val = 0;
-  double best_rmse = 0.0;                 ///< the fold's score
-  std::optional<double> best_swa_rmse;    ///< best of the averaged weights (SWA runs)
+  double best_rmse = 0.0;               ///< the fold's score
+  std::optional<double> best_swa_rmse;  ///< best of the averaged weights (SWA runs)
   int64_t steps = 0, evaluations = 0;
   bool early_stopped = false;
   bool interrupted = false;
   double seconds = 0.0;
   std::vector<CurvePoint> curve;
-  std::vector<std::vector<double>> lrs;   ///< per step, LayerLRProbe's columns
+  std::vector<std::vector<double>> lrs;  ///< per step, LayerLRProbe's columns
   std::vector<std::string> lr_columns;
   std::string checkpoint_dir;
 };
@@ -222,8 +222,9 @@ inline std::string describe_rates(finetune::LLRDMode mode, double scale,
           << *o.head_lr();
       break;
     case finetune::LLRDMode::grouped:
-      out << "layer groups " << o.lr() * o.group_scales()[0] << " / " << o.lr() * o.group_scales()[1]
-          << " / " << o.lr() * o.group_scales()[2] << ", head " << o.lr() * o.head_scale();
+      out << "layer groups " << o.lr() * o.group_scales()[0] << " / "
+          << o.lr() * o.group_scales()[1] << " / " << o.lr() * o.group_scales()[2] << ", head "
+          << o.lr() * o.head_scale();
       break;
   }
   if (swa_lr) out << "; swa_lr " << *swa_lr * scale;
@@ -239,9 +240,12 @@ inline finetune::LLRDMode parse_llrd(const std::string& name) {
 
 inline std::string llrd_name(finetune::LLRDMode mode) {
   switch (mode) {
-    case finetune::LLRDMode::none: return "none";
-    case finetune::LLRDMode::layerwise: return "layerwise";
-    case finetune::LLRDMode::grouped: return "grouped";
+    case finetune::LLRDMode::none:
+      return "none";
+    case finetune::LLRDMode::layerwise:
+      return "layerwise";
+    case finetune::LLRDMode::grouped:
+      return "grouped";
   }
   return "?";
 }
@@ -251,7 +255,8 @@ inline ModelFiles load_model_files(const std::string& dir, int64_t max_length) {
   ModelFiles files;
   files.dir = dir;
   if (!fs::is_directory(dir))
-    throw std::invalid_argument("--model " + dir + ": not a folder (expected config.json, "
+    throw std::invalid_argument("--model " + dir +
+                                ": not a folder (expected config.json, "
                                 "model.safetensors, vocab.json, merges.txt)");
   files.config = RobertaConfig::from_json_file((fs::path(dir) / "config.json").string());
   files.tokenizer = std::make_unique<RobertaTokenizer>((fs::path(dir) / "vocab.json").string(),
@@ -263,17 +268,15 @@ inline ModelFiles load_model_files(const std::string& dir, int64_t max_length) {
         " tokens but config.json's vocab_size is " + std::to_string(c.vocab_size) +
         ": the tokenizer does not belong to this model");
   if (files.tokenizer->pad_token_id() != c.pad_token_id)
-    throw std::invalid_argument(dir + "/vocab.json: <pad> is id " +
-                                std::to_string(files.tokenizer->pad_token_id()) +
-                                " but config.json's pad_token_id is " +
-                                std::to_string(c.pad_token_id));
+    throw std::invalid_argument(
+        dir + "/vocab.json: <pad> is id " + std::to_string(files.tokenizer->pad_token_id()) +
+        " but config.json's pad_token_id is " + std::to_string(c.pad_token_id));
   // RoBERTa's positions start after padding_idx: max_length + pad + 1 positions.
   if (max_length < 2 || max_length + c.pad_token_id + 1 > c.max_position_embeddings)
-    throw std::invalid_argument("--max-length " + std::to_string(max_length) +
-                                ": the model at " + dir + " takes 2 to " +
-                                std::to_string(c.max_position_embeddings - c.pad_token_id - 1) +
-                                " tokens (max_position_embeddings " +
-                                std::to_string(c.max_position_embeddings) + ")");
+    throw std::invalid_argument(
+        "--max-length " + std::to_string(max_length) + ": the model at " + dir + " takes 2 to " +
+        std::to_string(c.max_position_embeddings - c.pad_token_id - 1) +
+        " tokens (max_position_embeddings " + std::to_string(c.max_position_embeddings) + ")");
   return files;
 }
 
@@ -461,7 +464,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                                 " is not before --epochs " + std::to_string(s.epochs) +
                                 " (epochs count from 0): SWA would never start");
   if (s.eval_every && s.eval_every_from_epoch >= s.epochs)
-    throw std::invalid_argument("--eval-every-from-epoch " + std::to_string(s.eval_every_from_epoch) +
+    throw std::invalid_argument("--eval-every-from-epoch " +
+                                std::to_string(s.eval_every_from_epoch) +
                                 " is not before --epochs " + std::to_string(s.epochs) +
                                 " (epochs count from 0): frequent evaluation would never start");
 
@@ -473,7 +477,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   for (size_t i = 0; i < data.fold_of_row.size(); ++i)
     (data.fold_of_row[i] == fold ? val_rows : train_rows).push_back(static_cast<int64_t>(i));
   if (train_rows.empty() || val_rows.empty())
-    throw std::invalid_argument("fold " + std::to_string(fold) + " has no training or no validation rows");
+    throw std::invalid_argument("fold " + std::to_string(fold) +
+                                " has no training or no validation rows");
   const auto take = [&](const torch::Tensor& t, const std::vector<int64_t>& rows) {
     return t.index_select(0, torch::tensor(rows, torch::kInt64)).to(device);
   };
@@ -500,9 +505,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   RobertaRegressor model = build_regressor(files, s.random_init);
   const int64_t num_layers = files.config.num_hidden_layers;
   if (s.reinit_layers > 0) {
-    finetune::ReinitTopLayers(
-        finetune::ReinitTopLayersOptions(s.reinit_layers)
-            .initializer_range(files.config.initializer_range))(
+    finetune::ReinitTopLayers(finetune::ReinitTopLayersOptions(s.reinit_layers)
+                                  .initializer_range(files.config.initializer_range))(
         model->roberta->layers(), {{"pooler", model->roberta->pooler.ptr()}});
   }
   model->to(device);
@@ -521,9 +525,9 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   result.lr_columns = probe.columns();
 
   // The notebook's count: int(len(df_train) / TRAIN_BS * EPOCHS), not a ceiling.
-  const auto total_steps = static_cast<int64_t>(static_cast<double>(n_train) /
-                                                static_cast<double>(s.batch_size) *
-                                                static_cast<double>(s.epochs));
+  const auto total_steps =
+      static_cast<int64_t>(static_cast<double>(n_train) / static_cast<double>(s.batch_size) *
+                           static_cast<double>(s.epochs));
   if (total_steps < 1)
     throw std::invalid_argument("fold " + std::to_string(fold) + ": " + std::to_string(n_train) +
                                 " training rows make no training step");
@@ -532,7 +536,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   std::unique_ptr<finetune::SWALR> swalr;
   if (s.swa_lr)
     swalr = std::make_unique<finetune::SWALR>(
-        optimizer, finetune::SWALROptions(*s.swa_lr * s.lr_scale).anneal_epochs(s.swa_anneal_steps));
+        optimizer,
+        finetune::SWALROptions(*s.swa_lr * s.lr_scale).anneal_epochs(s.swa_anneal_steps));
 
   // --- evaluation ---------------------------------------------------------------------
   const fs::path dir = fs::path(s.out_dir) / ("fold" + std::to_string(fold));
@@ -580,7 +585,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       optimizer.zero_grad();
       const auto prediction =
           model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
-      const auto loss = torch::sqrt(torch::mse_loss(prediction, train_target.index_select(0, rows)));
+      const auto loss =
+          torch::sqrt(torch::mse_loss(prediction, train_target.index_select(0, rows)));
       loss.backward();
       optimizer.step();
       result.lrs.push_back(probe.read(optimizer));
@@ -593,11 +599,16 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       loss_sum += loss.detach();
       ++step;
 
-      stop = swa_epoch ? evaluator.step(epoch, i, batches, evaluate, evaluate_averaged, save_averaged)
-                       : evaluator.step(epoch, i, batches, evaluate);
+      stop = swa_epoch
+                 ? evaluator.step(epoch, i, batches, evaluate, evaluate_averaged, save_averaged)
+                 : evaluator.step(epoch, i, batches, evaluate);
       if (evaluator.evaluated_last_step()) {
-        CurvePoint point{epoch, i, step, loss_sum.item<double>() / static_cast<double>(i + 1) * scale,
-                         evaluator.last_evaluation().metric, std::nullopt};
+        CurvePoint point{epoch,
+                         i,
+                         step,
+                         loss_sum.item<double>() / static_cast<double>(i + 1) * scale,
+                         evaluator.last_evaluation().metric,
+                         std::nullopt};
         if (swa_epoch) point.swa_val_rmse = last_averaged_rmse;
         result.curve.push_back(point);
       }
@@ -624,7 +635,8 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                        train_mask.slice(0, start, std::min(n_train, start + s.batch_size)));
     });
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return result;
 }
 

@@ -15,7 +15,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    const roberta_regression::SafetensorsFile file = roberta_regression::parse_safetensors(data, size, "fuzz-input");
+    const roberta_regression::SafetensorsFile file =
+        roberta_regression::parse_safetensors(data, size, "fuzz-input");
     // A parsed file must serialise again (names are valid UTF-8, dtypes
     // supported, sizes consistent).
     (void)roberta_regression::serialize_safetensors(file.tensors, file.metadata);
