@@ -3,6 +3,7 @@
 // (golden: tests/reference/ref_roberta_model.py).
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -185,6 +186,56 @@ TEST_CASE("dropout is active in training mode only", "[roberta][model]") {
   model->eval();
   CHECK(torch::equal(model->forward(ids, mask).last_hidden_state,
                      model->forward(ids, mask).last_hidden_state));
+}
+
+TEST_CASE("the model's dropout keeps 1 - p of the elements, scaled as at::dropout scales them",
+          "[roberta][model]") {
+  torch::manual_seed(11);
+  const double p = 0.1;
+  const int64_t n = 1 << 20;
+  const auto x = torch::rand({n}) + 0.5;  // no zeros: a zero output is a dropped element
+  // at::dropout is the oracle for the scale: its kept elements are x * s.
+  const auto reference = torch::dropout(x, p, true);
+  const auto scale = (reference / x).max();
+  for (const auto& device : devices()) {
+    INFO("on " << device);
+    const auto xd = x.to(device).requires_grad_();
+    const auto y = roberta_regression::detail::dropout(xd, p, true);
+    const auto kept = y.ne(0);
+    // The kept fraction is Binomial(n, 1 - p) / n: 6 standard deviations.
+    const double sigma = std::sqrt(p * (1 - p) / static_cast<double>(n));
+    CHECK(std::abs(kept.to(torch::kFloat64).mean().item<double>() - (1 - p)) < 6 * sigma);
+    CHECK(torch::allclose((y.masked_select(kept) / xd.masked_select(kept)).cpu(),
+                          scale.expand({kept.sum().item<int64_t>()})));
+    // The gradient is the same mask and scale.
+    y.sum().backward();
+    CHECK(torch::allclose(xd.grad(), y.detach() / xd.detach()));
+    // Two draws differ; evaluation mode is the identity.
+    CHECK_FALSE(torch::equal(y, roberta_regression::detail::dropout(xd, p, true)));
+    CHECK(roberta_regression::detail::dropout(xd, p, false).is_same(xd));
+  }
+}
+
+TEST_CASE("the attention math path is SDPA's, dropout included", "[roberta][model]") {
+  torch::manual_seed(12);
+  const auto q = torch::randn({2, 3, 7, 8}), k = torch::randn({2, 3, 7, 8}),
+             v = torch::randn({2, 3, 7, 8});
+  auto keep = torch::ones({2, 1, 1, 7}, torch::kBool);
+  keep.index_put_({1, 0, 0, torch::indexing::Slice(4)}, false);  // padding in sequence 1
+  const auto no_dropout = roberta_regression::detail::attention(q, k, v, keep, 0.0);
+  if (finetune::compat::kHasScaledDotProductAttention) {
+    CHECK(torch::allclose(no_dropout,
+                          finetune::compat::scaled_dot_product_attention(q, k, v, keep, 0.0), 1e-5,
+                          1e-6));
+  }
+  // Dropout on the attention probabilities keeps the output's expectation:
+  // the mean of 4,000 draws is within 5% of the output without dropout.
+  auto sum = torch::zeros_like(no_dropout);
+  const int draws = 4000;
+  for (int i = 0; i < draws; ++i) sum += roberta_regression::detail::attention(q, k, v, keep, 0.1);
+  const double spread = (sum / draws - no_dropout).abs().max().item<double>();
+  WARN("max |mean of draws - no dropout| " << spread);
+  CHECK(spread < 0.05 * no_dropout.abs().max().item<double>());
 }
 
 TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]") {

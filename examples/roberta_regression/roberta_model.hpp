@@ -29,6 +29,40 @@ struct RobertaOutput {
   torch::Tensor pooler_output;      ///< [B, hidden]; undefined without a pooler
 };
 
+namespace detail {
+/// `layer(x)` through ATen's linear, which Python's nn.Linear calls: it folds a
+/// contiguous [B, T, in] input into one addmm with the bias. LibTorch's
+/// LinearImpl::forward runs matmul and then adds the bias as a separate pass
+/// (about 3% of the demo model's training step).
+inline torch::Tensor dense(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  return torch::linear(x, layer->weight, layer->bias);
+}
+
+/// at::dropout in training mode: zero each element with probability p, scale
+/// the rest by 1 / (1 - p). On the CPU the mask is drawn as uniform >= p:
+/// at::dropout's bernoulli_ draws serially at about 5 ns an element, twice
+/// uniform_'s cost, and its masks were a quarter of the demo model's training
+/// step. Elsewhere at::dropout is one fused kernel and is used as it is.
+inline torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
+  if (!training || p == 0.0) return x;
+  if (!x.is_cpu() || p >= 1.0) return torch::dropout(x, p, training);
+  return x * torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));
+}
+
+/// softmax(q k^T / sqrt(d), masked) -> dropout -> @ v: HF's eager attention
+/// (its additive mask of the dtype's minimum as a masked_fill). `keep` is
+/// bool, broadcast to [B, H, T, T], true where the key is a real token.
+inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& keep,
+                               double dropout_p) {
+  // Scaling q ([B, H, T, D]) before the product costs less than scaling the scores.
+  const auto scores =
+      torch::matmul(q / std::sqrt(static_cast<double>(q.size(-1))), k.transpose(-1, -2))
+          .masked_fill(keep.logical_not(), std::numeric_limits<float>::lowest());
+  return torch::matmul(detail::dropout(torch::softmax(scores, -1), dropout_p, dropout_p > 0.0), v);
+}
+}  // namespace detail
+
 /// word + position + token-type(0) embeddings -> LayerNorm -> dropout.
 class RobertaEmbeddingsImpl : public torch::nn::Module {
  public:
@@ -38,8 +72,8 @@ class RobertaEmbeddingsImpl : public torch::nn::Module {
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
       token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};  // HF's name
-  torch::nn::Dropout dropout{nullptr};
   int64_t padding_idx;
+  double dropout_p;
 };
 TORCH_MODULE(RobertaEmbeddings);
 
@@ -64,7 +98,7 @@ class RobertaResidualOutputImpl : public torch::nn::Module {
 
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  double dropout_p;
 };
 TORCH_MODULE(RobertaResidualOutput);
 
@@ -81,7 +115,9 @@ TORCH_MODULE(RobertaAttention);
 class RobertaIntermediateImpl : public torch::nn::Module {
  public:
   explicit RobertaIntermediateImpl(const RobertaConfig& c);
-  torch::Tensor forward(const torch::Tensor& x) { return torch::gelu(dense(x)); }  // exact erf
+  torch::Tensor forward(const torch::Tensor& x) {
+    return torch::gelu(detail::dense(dense, x));  // exact erf
+  }
 
   torch::nn::Linear dense{nullptr};
 };
@@ -222,7 +258,7 @@ inline torch::nn::LayerNorm layer_norm(const RobertaConfig& c) {
 }  // namespace detail
 
 inline RobertaEmbeddingsImpl::RobertaEmbeddingsImpl(const RobertaConfig& c)
-    : padding_idx(c.pad_token_id) {
+    : padding_idx(c.pad_token_id), dropout_p(c.hidden_dropout_prob) {
   // Padding rows get no gradient, as nn.Embedding(padding_idx=...) in HF.
   word_embeddings = register_module(
       "word_embeddings",
@@ -235,7 +271,6 @@ inline RobertaEmbeddingsImpl::RobertaEmbeddingsImpl(const RobertaConfig& c)
   token_type_embeddings = register_module("token_type_embeddings",
                                           torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
   LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
-  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
 
 inline torch::Tensor RobertaEmbeddingsImpl::forward(const torch::Tensor& input_ids) {
@@ -245,7 +280,7 @@ inline torch::Tensor RobertaEmbeddingsImpl::forward(const torch::Tensor& input_i
   const auto positions = torch::cumsum(real, 1) * real + padding_idx;
   auto x = word_embeddings(input_ids) + position_embeddings(positions) +
            token_type_embeddings->weight[0];
-  return dropout(LayerNorm(x));
+  return detail::dropout(LayerNorm(x), dropout_p, is_training());
 }
 
 inline RobertaSelfAttentionImpl::RobertaSelfAttentionImpl(const RobertaConfig& c)
@@ -263,30 +298,29 @@ inline torch::Tensor RobertaSelfAttentionImpl::forward(const torch::Tensor& hidd
   auto split = [&](const torch::Tensor& x) {
     return x.view({b, t, heads, head_dim}).transpose(1, 2);  // [B, H, T, D]
   };
-  const auto q = split(query(hidden)), k = split(key(hidden)), v = split(value(hidden));
+  const auto q = split(detail::dense(query, hidden)), k = split(detail::dense(key, hidden)),
+             v = split(detail::dense(value, hidden));
   const double p = is_training() ? dropout_p : 0.0;
-#if FINETUNE_TORCH_AT_LEAST(2, 0)
-  // Fused attention; a boolean mask works under any autocast dtype.
-  auto context = at::scaled_dot_product_attention(q, k, v, keep, p);
-#else
-  // The math path of HF's eager attention: additive mask of the dtype's minimum.
-  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim));
-  scores = scores.masked_fill(keep.logical_not(), std::numeric_limits<float>::lowest());
-  auto probs = torch::dropout(torch::softmax(scores, -1), p, is_training());
-  auto context = torch::matmul(probs, v);
-#endif
+  // Fused kernels where they exist: flash attention on the CPU without dropout,
+  // flash / memory-efficient on CUDA; a boolean mask works under any autocast
+  // dtype. With dropout on the CPU, SDPA would take its math path with
+  // bernoulli_ masks; detail::attention is that path with detail::dropout.
+  const auto context =
+      finetune::compat::kHasScaledDotProductAttention && (p == 0.0 || !hidden.is_cpu())
+          ? finetune::compat::scaled_dot_product_attention(q, k, v, keep, p)
+          : detail::attention(q, k, v, keep, p);
   return context.transpose(1, 2).reshape({b, t, heads * head_dim});
 }
 
-inline RobertaResidualOutputImpl::RobertaResidualOutputImpl(int64_t in, const RobertaConfig& c) {
+inline RobertaResidualOutputImpl::RobertaResidualOutputImpl(int64_t in, const RobertaConfig& c)
+    : dropout_p(c.hidden_dropout_prob) {
   dense = register_module("dense", torch::nn::Linear(in, c.hidden_size));
   LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
-  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
 
 inline torch::Tensor RobertaResidualOutputImpl::forward(const torch::Tensor& x,
                                                         const torch::Tensor& residual) {
-  return LayerNorm(dropout(dense(x)) + residual);
+  return LayerNorm(detail::dropout(detail::dense(dense, x), dropout_p, is_training()) + residual);
 }
 
 inline RobertaAttentionImpl::RobertaAttentionImpl(const RobertaConfig& c) {
@@ -325,7 +359,7 @@ inline RobertaPoolerImpl::RobertaPoolerImpl(const RobertaConfig& c) {
 }
 
 inline torch::Tensor RobertaPoolerImpl::forward(const torch::Tensor& hidden) {
-  return torch::tanh(dense(hidden.select(1, 0)));
+  return torch::tanh(detail::dense(dense, hidden.select(1, 0)));
 }
 
 inline RobertaModelImpl::RobertaModelImpl(const RobertaConfig& config, bool add_pooling_layer)
@@ -365,7 +399,7 @@ inline RobertaRegressorImpl::RobertaRegressorImpl(const RobertaConfig& config) {
 
 inline torch::Tensor RobertaRegressorImpl::forward(const torch::Tensor& input_ids,
                                                    const torch::Tensor& attention_mask) {
-  return regressor(roberta(input_ids, attention_mask).pooler_output).squeeze(-1);
+  return detail::dense(regressor, roberta(input_ids, attention_mask).pooler_output).squeeze(-1);
 }
 
 inline RobertaLMHeadImpl::RobertaLMHeadImpl(const RobertaConfig& c) {
@@ -376,8 +410,7 @@ inline RobertaLMHeadImpl::RobertaLMHeadImpl(const RobertaConfig& c) {
 
 inline torch::Tensor RobertaLMHeadImpl::forward(const torch::Tensor& hidden,
                                                 const torch::Tensor& decoder_weight) {
-  return torch::nn::functional::linear(layer_norm(torch::gelu(dense(hidden))), decoder_weight,
-                                       bias);
+  return torch::linear(layer_norm(torch::gelu(detail::dense(dense, hidden))), decoder_weight, bias);
 }
 
 inline RobertaForMaskedLMImpl::RobertaForMaskedLMImpl(const RobertaConfig& config) {

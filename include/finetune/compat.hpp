@@ -10,6 +10,7 @@
 #include <torch/version.h>
 
 #include <cstddef>
+#include <stdexcept>
 
 /// True when the LibTorch being compiled against is at least major.minor.
 #define FINETUNE_TORCH_AT_LEAST(major, minor) \
@@ -35,6 +36,24 @@ inline void foreach_lerp_(at::TensorList self, at::TensorList end, double weight
     at::Tensor target = self[i];
     target.lerp_(end[i], weight);
   }
+#endif
+}
+
+/// Whether at::scaled_dot_product_attention (fused attention kernels) exists:
+/// PyTorch 2.0 and later.
+constexpr bool kHasScaledDotProductAttention = FINETUNE_TORCH_AT_LEAST(2, 0);
+
+/// at::scaled_dot_product_attention(q, k, v, mask, dropout_p); check
+/// kHasScaledDotProductAttention first: on 1.13 this throws std::logic_error.
+/// Used by the RoBERTa example.
+inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k,
+                                               const at::Tensor& v, const at::Tensor& mask,
+                                               double dropout_p) {
+#if FINETUNE_TORCH_AT_LEAST(2, 0)
+  return at::scaled_dot_product_attention(q, k, v, mask, dropout_p);
+#else
+  (void)q, (void)k, (void)v, (void)mask, (void)dropout_p;
+  throw std::logic_error("scaled_dot_product_attention needs LibTorch 2.0 or later");
 #endif
 }
 
