@@ -55,10 +55,12 @@ inline torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
 inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, const torch::Tensor& keep,
                                double dropout_p) {
-  // Scaling q ([B, H, T, D]) before the product costs less than scaling the scores.
+  // Scaling q ([B, H, T, D]) before the product costs less than scaling the
+  // scores; masking in place saves a copy of the scores (matmul's backward
+  // does not need its output).
   const auto scores =
       torch::matmul(q / std::sqrt(static_cast<double>(q.size(-1))), k.transpose(-1, -2))
-          .masked_fill(keep.logical_not(), std::numeric_limits<float>::lowest());
+          .masked_fill_(keep.logical_not(), std::numeric_limits<float>::lowest());
   return torch::matmul(detail::dropout(torch::softmax(scores, -1), dropout_p, dropout_p > 0.0), v);
 }
 }  // namespace detail
