@@ -1,7 +1,7 @@
 # The two commands of the README, and a few more for developers.
 #   make demo    the RoBERTa regression example on its embedded data (LibTorch 2.x)
 #   make test    the whole test suite, against LibTorch 2.x and 1.13
-#   make bench   the benchmarks
+#   make bench   the benchmarks (both LibTorch builds, each against its PyTorch)
 #   make goldens rewrite tests/golden/ from the PyTorch / Hugging Face oracles
 # Each target installs what is missing first (scripts/setup.sh).
 

@@ -68,10 +68,13 @@ def bench_techniques(results):
     averaged = AveragedModel(model)
     averaged.update_parameters(model)  # the first update copies; the rest average
     results["swa_update"] = median_seconds(lambda: averaged.update_parameters(model))
-    # The same fused single pass (in place, p and avg read once) PyTorch offers.
-    params = [p.detach() for p in model.parameters()]
-    avgs = [p.clone() for p in params]
-    results["swa_foreach_lerp"] = median_seconds(lambda: torch._foreach_lerp_(avgs, params, 0.1))
+    # The same fused single pass (in place, p and avg read once) PyTorch offers
+    # (from 2.0; the Debian 1.13 pair has no such row).
+    if hasattr(torch, "_foreach_lerp_"):
+        params = [p.detach() for p in model.parameters()]
+        avgs = [p.clone() for p in params]
+        results["swa_foreach_lerp"] = median_seconds(
+            lambda: torch._foreach_lerp_(avgs, params, 0.1))
 
     groups = [{"params": [torch.zeros(1, requires_grad=True)], "lr": 1e-5 * (g + 1)}
               for g in range(200)]

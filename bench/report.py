@@ -4,6 +4,8 @@ bench/results.json and prints one Markdown table: for each figure the C++
 time, the PyTorch time, their ratio, the C++ throughput (the bytes each
 benchmark declares it moves) and, for memory-bound figures, the achieved
 fraction of this machine's ceiling (the best copy/add bandwidth of figure 1).
+With --cpp-torch1/--pytorch-torch1 also the Debian pair (LibTorch and PyTorch
+1.13), under the key "torch1" and in a second table.
 """
 import argparse
 import glob
@@ -79,15 +81,10 @@ def seconds(s):
     return f"{s * 1e9:.3g} ns"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpp", required=True, help="folder with bench_*.json")
-    parser.add_argument("--pytorch", required=True, help="pytorch_bench.py output")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-
-    cpp, context = load_cpp(args.cpp)
-    with open(args.pytorch) as f:
+def pair(cpp_folder, pytorch_json):
+    """One C++ / PyTorch pair (same LibTorch version): the rows and the goals' ratios."""
+    cpp, context = load_cpp(cpp_folder)
+    with open(pytorch_json) as f:
         py = json.load(f)
 
     ceiling = max((cpp[n][1] for n in CEILING_ROWS if n in cpp and cpp[n][1]), default=None)
@@ -105,7 +102,7 @@ def main():
     def ratio(a, b):
         return cpp[a][0] / cpp[b][0] if a in cpp and b in cpp else None
 
-    result = {
+    return {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "cpp_context": context},
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
@@ -123,24 +120,48 @@ def main():
                                              f"BM_TrainingStepPlain/{arg}/real_time")}
             for arg, shape in ((0, "demo"), (1, "roberta-base"))},
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
 
+
+def print_table(result):
     print("| fig | what | C++ | PyTorch | C++/PyTorch | C++ throughput | of ceiling |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in result["rows"]:
+        if r["cpp_s"] is None and r["pytorch_s"] is None:
+            continue
         rel = f"{r['cpp_over_pytorch']:.2f}" if r["cpp_over_pytorch"] else "–"
         frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] else "–"
         print(f"| {r['figure']} | {r['what']} | {seconds(r['cpp_s'])} | {seconds(r['pytorch_s'])} "
               f"| {rel} | {throughput(r['cpp_bytes_per_s'])} | {frac} |")
     s = result["swa_update_over_fused_pass"]
-    print(f"\nSWAWrapper::update / fused single pass: {s:.2f}" if s else "")
+    if s:
+        print(f"\nSWAWrapper::update / fused single pass: {s:.2f}")
     for shape, share in result["techniques_share_of_step"].items():
         if share["alone"] is not None:
             print(f"figure 7, {shape}: techniques alone {share['alone']:.2%} of a plain step; "
                   f"full step / plain step {share['full_over_plain']:.3f}")
-    print(f"ceiling {throughput(ceiling)}; PyTorch {py['torch_version']}, {py['threads']} threads; "
-          f"written {args.out}")
+    py = result["pytorch"]
+    print(f"ceiling {throughput(result['ceiling_bytes_per_s'])}; "
+          f"PyTorch {py['version']}, {py['threads']} threads")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpp", required=True, help="folder with bench_*.json (LibTorch 2.x)")
+    parser.add_argument("--pytorch", required=True, help="pytorch_bench.py output (torch 2.x)")
+    parser.add_argument("--cpp-torch1", help="folder with bench_*.json (Debian's LibTorch 1.13)")
+    parser.add_argument("--pytorch-torch1", help="pytorch_bench.py output (Debian's torch 1.13)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    result = pair(args.cpp, args.pytorch)
+    print_table(result)
+    if args.cpp_torch1 and args.pytorch_torch1:
+        result["torch1"] = pair(args.cpp_torch1, args.pytorch_torch1)
+        print("\nThe Debian pair (LibTorch 1.13 with the system BLAS):\n")
+        print_table(result["torch1"])
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# `make bench`: every C++ benchmark (build/torch2), the same work in PyTorch
-# with the venv's torch at the same thread count, then one table and
-# bench/results.json.
+# `make bench`: every C++ benchmark beside the same work in PyTorch at the same
+# thread count, for two pairs of the same version on each side:
+#   torch2  build/torch2 (LibTorch 2.x of the PyPI wheel) and .venv's torch;
+#   torch1  build/torch1 (Debian's LibTorch 1.13, system BLAS) and Debian's
+#           python3-torch with transformers 4.40 (.venv-torch1).
+# Then one table per pair and bench/results.json. FINETUNE_BENCH_PAIRS=torch2
+# runs the first pair only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${FINETUNE_BENCH_THREADS:-$(nproc)}
 export FINETUNE_BENCH_THREADS=$threads
-out=build/bench
-rm -rf "$out" && mkdir -p "$out"
-for src in bench/bench_*.cpp; do
-  name=$(basename "$src" .cpp)
-  exe=build/torch2/bench/$name
-  [ "$name" = bench_main ] && continue  # the shared main(), not a benchmark
-  [ -x "$exe" ] || { echo "bench: $exe not built" >&2; exit 1; }
-  echo "=== $name ($threads threads)"
-  "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
-    --benchmark_out="$out/$name.json" --benchmark_out_format=json
-done
-echo "=== PyTorch ($threads threads)"
-.venv/bin/python bench/pytorch_bench.py --threads "$threads" --out "$out/pytorch.json"
-.venv/bin/python bench/report.py --cpp "$out" --pytorch "$out/pytorch.json" --out bench/results.json
+pairs=${FINETUNE_BENCH_PAIRS:-torch2 torch1}
+
+run_pair() {  # run_pair FLAVOUR PYTHON: C++ and PyTorch JSON into build/bench/FLAVOUR
+  local flavour=$1 python=$2 out=build/bench/$1
+  rm -rf "$out" && mkdir -p "$out"
+  for src in bench/bench_*.cpp; do
+    local name exe
+    name=$(basename "$src" .cpp)
+    exe=build/$flavour/bench/$name
+    [ "$name" = bench_main ] && continue  # the shared main(), not a benchmark
+    [ -x "$exe" ] || { echo "bench: $exe not built" >&2; exit 1; }
+    echo "=== $flavour: $name ($threads threads)"
+    "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$out/$name.json" --benchmark_out_format=json
+  done
+  echo "=== $flavour: PyTorch ($threads threads)"
+  "$python" bench/pytorch_bench.py --threads "$threads" --out "$out/pytorch.json"
+}
+
+report=(--cpp build/bench/torch2 --pytorch build/bench/torch2/pytorch.json)
+run_pair torch2 .venv/bin/python
+if [[ " $pairs " == *" torch1 "* ]]; then
+  bash scripts/setup.sh --torch1-python
+  bash scripts/build.sh torch1
+  run_pair torch1 .venv-torch1/bin/python
+  report+=(--cpp-torch1 build/bench/torch1 --pytorch-torch1 build/bench/torch1/pytorch.json)
+fi
+.venv/bin/python bench/report.py "${report[@]}" --out bench/results.json

@@ -5,7 +5,12 @@
 #   2. OpenBLAS (OpenMP flavour) as the system BLAS/LAPACK, because Debian's
 #      libtorch otherwise runs on the netlib reference BLAS, ~25x slower;
 #   3. the project-local Python environment .venv from requirements.txt.
+# With --torch1-python (what `make bench` adds): Debian's python3-torch (1.13)
+# and .venv-torch1 (Debian's Python, its torch, requirements-torch1.txt), the
+# PyTorch side of the benchmarks' Debian pair.
 set -euo pipefail
+torch1_python=0
+if [ "${1:-}" = --torch1-python ]; then torch1_python=1; fi
 cd "$(dirname "$0")/.."
 
 packages=(
@@ -14,6 +19,7 @@ packages=(
   catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libbenchmark-dev
   gnuplot-nox python3-venv
 )
+if [ $torch1_python = 1 ]; then packages+=(python3-torch); fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -64,4 +70,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" 
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   echo "$want_hash" > "$stamp"
+fi
+
+# --- 4. (--torch1-python) the Debian pair's Python ---------------------------------
+if [ $torch1_python = 1 ]; then
+  stamp=.venv-torch1/.requirements.sha256
+  want_hash=$(sha256sum requirements-torch1.txt | cut -d' ' -f1)
+  if [ ! -x .venv-torch1/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
+    echo "setup: creating .venv-torch1 (Debian's Python and torch 1.13) from requirements-torch1.txt"
+    /usr/bin/python3 -m venv --system-site-packages .venv-torch1
+    .venv-torch1/bin/python -m pip install -q -r requirements-torch1.txt
+    echo "$want_hash" > "$stamp"
+  fi
 fi
