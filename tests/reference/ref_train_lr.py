@@ -17,7 +17,6 @@ Writes --out/train_lr_cases.json: one entry per case with the settings and
 `lrs[step][column]`, columns embeddings, layer0..layer11, pooler, regressor.
 """
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import transformers
 from torch.optim.swa_utils import SWALR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ref_lr_schedule import BUILDERS, MyModel  # noqa: E402  (the notebook's builders)
+from ref_lr_schedule import BUILDERS, MyModel, write  # noqa: E402  (the notebook's builders, the golden writer)
 
 COLUMNS = ["embeddings"] + [f"layer{i}" for i in range(12)] + ["pooler", "regressor"]
 
@@ -127,10 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    cases = [run_case(*case) for case in CASES]
-    with open(args.out / "train_lr_cases.json", "w") as f:
-        json.dump({"cases": cases}, f, indent=None, separators=(",", ":"))
-        f.write("\n")
+    write(args.out / "train_lr_cases.json", {"cases": [run_case(*case) for case in CASES]})
 
 
 if __name__ == "__main__":
