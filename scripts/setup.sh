@@ -61,25 +61,26 @@ for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
   fi
 done
 
-# --- 3. Python environment -------------------------------------------------------
-stamp=.venv/.requirements.sha256
-want_hash=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
-  echo "setup: creating .venv from requirements.txt (PyTorch's CUDA wheel: a few GB)"
-  python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
-  echo "$want_hash" > "$stamp"
-fi
-
-# --- 4. (--torch1-python) the Debian pair's Python ---------------------------------
-if [ $torch1_python = 1 ]; then
-  stamp=.venv-torch1/.requirements.sha256
-  want_hash=$(sha256sum requirements-torch1.txt | cut -d' ' -f1)
-  if [ ! -x .venv-torch1/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
-    echo "setup: creating .venv-torch1 (Debian's Python and torch 1.13) from requirements-torch1.txt"
-    /usr/bin/python3 -m venv --system-site-packages .venv-torch1
-    .venv-torch1/bin/python -m pip install -q -r requirements-torch1.txt
+# --- 3. Python environments --------------------------------------------------------
+# make_venv DIR REQUIREMENTS PYTHON [VENV_ARGS...]: (re)creates DIR when it is
+# missing or REQUIREMENTS changed since it was made (hash in DIR's stamp).
+make_venv() {
+  local dir=$1 requirements=$2 python=$3
+  shift 3
+  local stamp=$dir/.requirements.sha256 want_hash
+  want_hash=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
+    echo "setup: creating $dir from $requirements"
+    "$python" -m venv "$@" "$dir"
+    "$dir/bin/python" -m pip install -q --upgrade pip
+    "$dir/bin/python" -m pip install -q -r "$requirements"
     echo "$want_hash" > "$stamp"
   fi
+}
+
+# PyTorch's CUDA wheel and the oracles: a few GB.
+make_venv .venv requirements.txt python3
+# --torch1-python: the Debian pair's Python, which sees Debian's torch 1.13.
+if [ $torch1_python = 1 ]; then
+  make_venv .venv-torch1 requirements-torch1.txt /usr/bin/python3 --system-site-packages
 fi
