@@ -15,6 +15,7 @@ Writes into --out DIR:
                     of the top layers and pooler with a seeded generator.
 """
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -56,16 +57,21 @@ def averages():
     initial = state(model)
 
     # The sequence of model states fed to update(): real SGD steps in training
-    # mode, so BatchNorm's running statistics (buffers) move as well.
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    # mode, so BatchNorm's running statistics (buffers) move as well. They run
+    # on a float64 copy and are rounded to float32 after each step: in float32
+    # the matmuls' and reductions' last bits depend on the CPU's kernels
+    # (AVX2 or AVX-512), and seven momentum steps grow those into 5e-4, which
+    # would make the golden depend on the machine that wrote it.
+    trajectory = copy.deepcopy(model).double()
+    opt = torch.optim.SGD(trajectory.parameters(), lr=0.2, momentum=0.9)
     steps = []
     for _ in range(7):
-        x = torch.randn(8, 4)
-        y = torch.randn(8, 3)
+        x = torch.randn(8, 4, dtype=torch.float64)
+        y = torch.randn(8, 3, dtype=torch.float64)
         opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
+        torch.nn.functional.mse_loss(trajectory(x), y).backward()
         opt.step()
-        steps.append(state(model))
+        steps.append(state(copy.deepcopy(trajectory).float()))
 
     cases = []
     for mode, decay in (("swa", None), ("ema", 0.9), ("ema", 0.75)):
