@@ -214,20 +214,63 @@ TEST_CASE("update_bn: no BatchNorm is a no-op; an exception restores the state",
     CHECK_FALSE(called);
     CHECK_FALSE(model->is_training());
   }
-  SECTION("exception in the forward pass") {
+  SECTION("exception in the forward pass: the module is as before the call") {
     auto model = make_model();
     auto bn = model[2]->as<torch::nn::BatchNorm1d>();
     bn->options.momentum(0.25);
+    {
+      torch::NoGradGuard no_grad;
+      bn->running_mean.uniform_(-1.0, 1.0);
+      bn->running_var.uniform_(0.5, 2.0);
+      bn->num_batches_tracked.fill_(9);
+    }
+    const auto mean = bn->running_mean.clone();
+    const auto var = bn->running_var.clone();
+    const auto count = bn->num_batches_tracked.clone();
     model->eval();
+    model[0]->train();  // a submodule in a mode of its own
     REQUIRE_THROWS_AS(finetune::update_bn(*model,
                                           [&] {
                                             CHECK_FALSE(bn->options.momentum().has_value());
                                             CHECK(model->is_training());
+                                            // One batch goes through, then the data fails.
+                                            model->forward(torch::randn({5, 4}));
+                                            CHECK(bn->num_batches_tracked.item<int64_t>() == 1);
                                             throw std::runtime_error("data error");
                                           }),
                       std::runtime_error);
     CHECK(bn->options.momentum().value() == 0.25);
     CHECK_FALSE(model->is_training());
+    CHECK_FALSE(bn->is_training());
+    CHECK(model[0]->is_training());
+    CHECK_FALSE(model[1]->is_training());
+    CHECK(torch::equal(bn->running_mean, mean));
+    CHECK(torch::equal(bn->running_var, var));
+    CHECK(torch::equal(bn->num_batches_tracked, count));
+  }
+  SECTION("exception inside swap_in: the averaged statistics are as before") {
+    auto model = make_model();
+    SWAWrapper swa(*model);
+    swa.update(*model);
+    const auto before = snapshot(*model);
+    std::vector<torch::Tensor> averages;
+    for (const auto& [name, t] : swa.named_averages()) averages.push_back(t.clone());
+    {
+      auto guard = swa.swap_in(*model);
+      REQUIRE_THROWS_AS(finetune::update_bn(*model,
+                                            [&] {
+                                              model->forward(torch::randn({5, 4}));
+                                              throw std::runtime_error("data error");
+                                            }),
+                        std::runtime_error);
+    }
+    CHECK(identical(*model, before));
+    const auto after = swa.named_averages();
+    REQUIRE(after.size() == averages.size());
+    for (size_t i = 0; i < after.size(); ++i) {
+      INFO(after[i].first);
+      CHECK(torch::equal(after[i].second, averages[i]));
+    }
   }
   SECTION("a bare BatchNorm module (the root itself)") {
     torch::nn::BatchNorm1d bn(3);

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -154,8 +155,10 @@ class SWAWrapper::SwapGuard {
 /// BatchNorm{1,2,3}d in `module`, sets their momentum to nullopt (cumulative
 /// average over the batches), puts `module` in training mode and calls
 /// `run_batches` (which feeds the data through the module); then restores the
-/// momenta and the training mode (also on an exception). No BatchNorm: no-op,
-/// `run_batches` is not called. Typically inside swa.swap_in(module).
+/// momenta and the training mode. Strong guarantee: when `run_batches` throws,
+/// the running statistics (running_mean, running_var, num_batches_tracked)
+/// are restored too, so the module is as before the call. No BatchNorm:
+/// no-op, `run_batches` is not called. Typically inside swa.swap_in(module).
 void update_bn(torch::nn::Module& module, const std::function<void()>& run_batches);
 
 /// update_bn over a range: calls forward(batch) for each batch in `batches`.
@@ -490,9 +493,12 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
 }
 
 namespace detail {
-// Restores BatchNorm momenta and the training mode on every exit path.
+// update_bn's state change, undone on every exit path: the momenta and the
+// training mode always; unless commit() was called, also the running
+// statistics and each submodule's own training mode.
 class BatchNormStatsScope {
  public:
+  // Finds the BatchNorm modules and saves their state; changes nothing.
   explicit BatchNormStatsScope(torch::nn::Module& module) : module_(module) {
     auto visit = [&](torch::nn::Module& m) {
       if (auto* bn = dynamic_cast<torch::nn::BatchNorm1dImpl*>(&m)) return add(*bn);
@@ -500,37 +506,86 @@ class BatchNormStatsScope {
       if (auto* bn = dynamic_cast<torch::nn::BatchNorm3dImpl*>(&m)) return add(*bn);
     };
     visit(module);  // modules(include_self) would need a shared_ptr-owned root
-    for (const auto& child : module.modules(/*include_self=*/false)) visit(*child);
+    for (const auto& child : module.modules(/*include_self=*/false)) {
+      visit(*child);
+      modes_.emplace_back(child, child->is_training());
+    }
     was_training_ = module.is_training();
   }
-  bool empty() const { return restore_.empty(); }
+  bool empty() const { return saved_.empty(); }
+  // Resets the statistics (a no-op without track_running_stats, as in
+  // PyTorch), sets the momenta to nullopt (cumulative average) and puts the
+  // module in training mode.
+  void begin() {
+    for (auto& s : saved_) s.begin();
+    module_.train(true);
+  }
+  // Keeps the statistics computed since begin().
+  void commit() { committed_ = true; }
   ~BatchNormStatsScope() {
-    for (auto& r : restore_) r();
+    torch::NoGradGuard no_grad;
+    for (auto& s : saved_) {
+      try {
+        if (!committed_) s.restore_statistics();
+      } catch (...) {
+        // copy_ between tensors of one shape, dtype and device does not throw.
+      }
+      s.restore_momentum();
+    }
+    // Success: train(was_training) as PyTorch; failure: every module's own mode.
     module_.train(was_training_);
+    if (!committed_) {
+      for (auto& [child, training] : modes_) child->train(training);
+    }
   }
   BatchNormStatsScope(const BatchNormStatsScope&) = delete;
   BatchNormStatsScope& operator=(const BatchNormStatsScope&) = delete;
 
  private:
+  // One BatchNorm: its live buffers and momentum, and copies of the buffers.
+  struct Saved {
+    std::function<void()> reset;
+    std::function<void(c10::optional<double>)> set_momentum;
+    c10::optional<double> momentum;
+    std::vector<torch::Tensor> live, copies;  // running_mean, running_var, num_batches_tracked
+    void begin() {
+      reset();
+      set_momentum(c10::nullopt);
+    }
+    void restore_statistics() {
+      for (size_t i = 0; i < live.size(); ++i) live[i].copy_(copies[i]);
+    }
+    void restore_momentum() { set_momentum(momentum); }
+  };
   template <typename BN>
   void add(BN& bn) {
-    bn.reset_running_stats();  // a no-op without track_running_stats, as in PyTorch
-    const c10::optional<double> momentum = bn.options.momentum();
-    bn.options.momentum(c10::nullopt);  // cumulative average
-    restore_.push_back([&bn, momentum] { bn.options.momentum(momentum); });
+    Saved s;
+    s.reset = [&bn] { bn.reset_running_stats(); };
+    s.set_momentum = [&bn](c10::optional<double> m) { bn.options.momentum(m); };
+    s.momentum = bn.options.momentum();
+    torch::NoGradGuard no_grad;
+    for (const auto& t : {bn.running_mean, bn.running_var, bn.num_batches_tracked}) {
+      if (!t.defined()) continue;
+      s.live.push_back(t);
+      s.copies.push_back(t.detach().clone());
+    }
+    saved_.push_back(std::move(s));
   }
   torch::nn::Module& module_;
   bool was_training_ = true;
-  std::vector<std::function<void()>> restore_;
+  bool committed_ = false;
+  std::vector<Saved> saved_;
+  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, bool>> modes_;  // submodules
 };
 }  // namespace detail
 
 inline void update_bn(torch::nn::Module& module, const std::function<void()>& run_batches) {
   torch::NoGradGuard no_grad;
-  detail::BatchNormStatsScope scope(module);
+  detail::BatchNormStatsScope scope(module);  // saves; may throw before any change
   if (scope.empty()) return;
-  module.train(true);
+  scope.begin();
   run_batches();
+  scope.commit();
 }
 
 template <typename Batches, typename Forward>
