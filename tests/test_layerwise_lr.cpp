@@ -300,37 +300,68 @@ struct TinyModel : torch::nn::Module {
 };
 }  // namespace
 
+namespace {
+// Requires optimizer group g to hold exactly the golden group's parameters
+// (by name, in order) and returns its options, cast to O.
+template <typename O>
+const O& golden_group(const torch::optim::Optimizer& optimizer, const Params& params,
+                      const json& theirs, size_t g) {
+  const auto& group = optimizer.param_groups()[g];
+  const auto names = theirs[g].at("params").get<std::vector<std::string>>();
+  REQUIRE(group.params().size() == names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    INFO(names[i]);
+    REQUIRE(group.params()[i].unsafeGetTensorImpl() == params[names[i]].unsafeGetTensorImpl());
+  }
+  return static_cast<const O&>(group.options());
+}
+}  // namespace
+
 TEST_CASE("groups feed a user's AdamW, SGD or Adam; options carry over", "[layerwise_lr]") {
-  TinyModel model;
-  auto options = LayerwiseLROptions(1e-3).decay(0.5).head_lr(2e-3);
+  // The optimizer's groups hold the notebook's lr and weight decay (the
+  // oracle's), with the user's other options.
+  const auto& m = golden().at("roberta4");
+  const Params params = params_of(m);
   LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(
-      model, options, torch::optim::AdamWOptions().betas({0.8, 0.9}).eps(1e-7));
-  REQUIRE(llrd.num_layers() == 3);
+      params, LayerwiseLROptions::article_layerwise(),
+      torch::optim::AdamWOptions().betas({0.8, 0.9}).eps(1e-7));
   torch::optim::AdamW adamw(llrd.param_groups(), torch::optim::AdamWOptions(1e-3));
   llrd.apply_to(adamw);
-  REQUIRE(adamw.param_groups().size() == llrd.size());
-  for (size_t g = 0; g < llrd.size(); ++g) {
-    const auto& o =
-        static_cast<const torch::optim::AdamWOptions&>(adamw.param_groups()[g].options());
-    CHECK(o.lr() == llrd.groups()[g].lr);
-    CHECK(o.weight_decay() == llrd.groups()[g].weight_decay);
+  const auto& layerwise = m.at("layerwise");
+  REQUIRE(adamw.param_groups().size() == layerwise.size());
+  for (size_t g = 0; g < layerwise.size(); ++g) {
+    INFO("group " << g);
+    const auto& o = golden_group<torch::optim::AdamWOptions>(adamw, params, layerwise, g);
+    CHECK(o.lr() == layerwise[g].at("lr").get<double>());
+    CHECK(o.weight_decay() == layerwise[g].at("weight_decay").get<double>());
     CHECK(std::get<0>(o.betas()) == 0.8);
+    CHECK(std::get<1>(o.betas()) == 0.9);
     CHECK(o.eps() == 1e-7);
   }
-  // head, layers 2, 1, 0, embeddings: pairs where both kinds exist
-  CHECK(llrd.groups().front().label == "head");
-  CHECK(llrd.groups().back().label == "embeddings");
-  CHECK(llrd.groups().back().parameter_names == std::vector<std::string>{"embeddings.weight"});
 
   LayerwiseLRGroups<torch::optim::SGDOptions> sgd_groups(
-      model, options, torch::optim::SGDOptions(0.1).momentum(0.9));
+      params, LayerwiseLROptions::article_grouped(), torch::optim::SGDOptions(0.1).momentum(0.9));
   torch::optim::SGD sgd(sgd_groups.param_groups(), torch::optim::SGDOptions(0.1));
   sgd_groups.apply_to(sgd);
-  for (size_t g = 0; g < sgd_groups.size(); ++g) {
-    const auto& o = static_cast<const torch::optim::SGDOptions&>(sgd.param_groups()[g].options());
-    CHECK(o.lr() == sgd_groups.groups()[g].lr);
+  const auto& grouped = m.at("grouped");
+  REQUIRE(sgd.param_groups().size() == grouped.size());
+  for (size_t g = 0; g < grouped.size(); ++g) {
+    INFO("group " << g);
+    const auto& o = golden_group<torch::optim::SGDOptions>(sgd, params, grouped, g);
+    CHECK(o.lr() == grouped[g].at("lr").get<double>());
+    CHECK(o.weight_decay() == grouped[g].at("weight_decay").get<double>());
     CHECK(o.momentum() == 0.9);
   }
+
+  // A module: the layer stack is found, head first, embeddings last.
+  TinyModel model;
+  auto options = LayerwiseLROptions(1e-3).decay(0.5).head_lr(2e-3);
+  LayerwiseLRGroups<torch::optim::AdamWOptions> tiny(model, options);
+  REQUIRE(tiny.num_layers() == 3);
+  CHECK(tiny.groups().front().label == "head");
+  CHECK(tiny.groups().front().lr == 2e-3);
+  CHECK(tiny.groups().back().label == "embeddings");
+  CHECK(tiny.groups().back().parameter_names == std::vector<std::string>{"embeddings.weight"});
   // An options type without weight decay accepts only weight_decay 0.
   CHECK(contains(invalid_argument_message([&] {
                    LayerwiseLRGroups<torch::optim::LBFGSOptions> g(model, options,
@@ -340,32 +371,57 @@ TEST_CASE("groups feed a user's AdamW, SGD or Adam; options carry over", "[layer
   LayerwiseLRGroups<torch::optim::LBFGSOptions> lbfgs(
       model, LayerwiseLROptions(options).weight_decay(0.0), torch::optim::LBFGSOptions(1.0));
   CHECK(lbfgs.size() == 5);
-  // One training step runs with the groups.
+  // One training step runs with the groups and moves the parameters.
+  torch::optim::AdamW tiny_adamw(tiny.param_groups(), torch::optim::AdamWOptions(1e-3));
+  tiny.apply_to(tiny_adamw);
+  const auto before = model.regressor->weight.clone();
   auto loss = model.regressor(model.embeddings(torch::tensor({1, 2}, torch::kLong))).sum();
   loss.backward();
-  adamw.step();
+  tiny_adamw.step();
+  CHECK_FALSE(torch::equal(model.regressor->weight, before));
 }
 
 TEST_CASE("apply_to pins each group's options against LibTorch 2.x's merge with defaults",
           "[layerwise_lr]") {
+  // LibTorch 2.x replaces a group's option that equals the options type's
+  // constructor default (AdamW: lr 1e-3, weight_decay 0.01) by the
+  // optimizer's own (here 2e-5 and 0); apply_to puts the group's back.
   const auto& m = golden().at("roberta12");
-  // Top layer 1e-3 and weight decay 0.01 equal AdamWOptions' constructor
-  // defaults; LibTorch 2.x would replace them by the optimizer's 2e-5 and 0.
-  LayerwiseLRGroups<> llrd(params_of(m), LayerwiseLROptions(1e-3).decay(0.5).weight_decay(0.01));
-  torch::optim::AdamW adamw(llrd.param_groups(),
-                            torch::optim::AdamWOptions(2e-5).weight_decay(0.0));
-  llrd.apply_to(adamw);
-  REQUIRE(adamw.param_groups().size() == llrd.size());
-  for (size_t g = 0; g < llrd.size(); ++g) {
-    const auto& o =
-        static_cast<const torch::optim::AdamWOptions&>(adamw.param_groups()[g].options());
-    CHECK(o.lr() == llrd.groups()[g].lr);
-    CHECK(o.weight_decay() == llrd.groups()[g].weight_decay);
+  const Params params = params_of(m);
+  SECTION("the notebook's groups: weight decay 0.01 stays 0.01") {
+    LayerwiseLRGroups<> llrd(params, LayerwiseLROptions::article_layerwise());
+    torch::optim::AdamW adamw(llrd.param_groups(),
+                              torch::optim::AdamWOptions(2e-5).weight_decay(0.0));
+    llrd.apply_to(adamw);
+    const auto& theirs = m.at("layerwise");
+    REQUIRE(adamw.param_groups().size() == theirs.size());
+    size_t decayed = 0;
+    for (size_t g = 0; g < theirs.size(); ++g) {
+      INFO("group " << g);
+      const auto& o = golden_group<torch::optim::AdamWOptions>(adamw, params, theirs, g);
+      CHECK(o.lr() == theirs[g].at("lr").get<double>());
+      CHECK(o.weight_decay() == theirs[g].at("weight_decay").get<double>());
+      decayed += theirs[g].at("weight_decay").get<double>() == 0.01;
+    }
+    CHECK(decayed == theirs.size() / 2);
   }
-  CHECK(llrd.groups()[2].lr == 1e-3);
-  CHECK(llrd.groups()[3].weight_decay == 0.01);
+  SECTION("an lr equal to AdamW's default 1e-3 stays 1e-3") {
+    LayerwiseLRGroups<> llrd(params, LayerwiseLROptions(1e-3).mode(LLRDMode::none));
+    torch::optim::AdamW adamw(llrd.param_groups(),
+                              torch::optim::AdamWOptions(2e-5).weight_decay(0.0));
+    llrd.apply_to(adamw);
+    REQUIRE(adamw.param_groups().size() == 2);
+    for (size_t g = 0; g < 2; ++g) {
+      const auto& o =
+          static_cast<const torch::optim::AdamWOptions&>(adamw.param_groups()[g].options());
+      CHECK(o.lr() == 1e-3);
+      CHECK(o.weight_decay() == (g == 0 ? 0.0 : 0.01));  // no decay, then decay
+    }
+  }
   // Another optimizer's groups or options type are refused.
-  LayerwiseLRGroups<> other(params_of(m), LayerwiseLROptions::article_grouped());
+  LayerwiseLRGroups<> llrd(params, LayerwiseLROptions::article_layerwise());
+  torch::optim::AdamW adamw(llrd.param_groups(), torch::optim::AdamWOptions(2e-5));
+  LayerwiseLRGroups<> other(params, LayerwiseLROptions::article_grouped());
   CHECK(contains(invalid_argument_message([&] { other.apply_to(adamw); }),
                  "the optimizer has 28 parameter groups"));
   const auto groups = llrd.param_groups();
