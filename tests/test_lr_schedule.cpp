@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -185,6 +186,104 @@ TEST_CASE("save/load: a resumed run continues the same curve", "[lr_schedule]") 
   again.load_from(buffer);
   CHECK(contains(invalid_argument_message([&] { wrong.load(again); }),
                  "holds 28 initial lrs but the optimizer has 201"));
+}
+
+TEST_CASE("load: a bad archive throws std::invalid_argument naming the key, state unchanged",
+          "[lr_schedule]") {
+  auto p = torch::zeros({2}, torch::requires_grad());
+  auto q = torch::zeros({3}, torch::requires_grad());
+  torch::optim::SGD sgd({torch::optim::OptimizerParamGroup({p}),
+                         torch::optim::OptimizerParamGroup({q}, std::make_unique<torch::optim::SGDOptions>(0.25))},
+                        torch::optim::SGDOptions(0.5));
+  finetune::WarmupLinearSchedule schedule(sgd, finetune::WarmupLinearScheduleOptions(4, 20));
+  for (int i = 0; i < 6; ++i) schedule.step();
+  const auto lrs = [&] {
+    std::vector<double> out;
+    for (const auto& g : sgd.param_groups()) out.push_back(g.options().get_lr());
+    return out;
+  };
+  const auto step_before = schedule.step_count();
+  const auto initial_before = schedule.initial_lrs();
+  const auto last_before = schedule.get_last_lr();
+  const auto lrs_before = lrs();
+  REQUIRE(lrs_before == last_before);
+
+  // An archive holding what `write` put there (a fresh process's view of it).
+  auto archive_of = [](const std::function<void(torch::serialize::OutputArchive&)>& write) {
+    torch::serialize::OutputArchive out;
+    write(out);
+    std::stringstream buffer;
+    out.save_to(buffer);
+    auto in = std::make_shared<torch::serialize::InputArchive>();
+    in->load_from(buffer);
+    return in;
+  };
+  const auto steps = torch::tensor(int64_t{3}, torch::kInt64);
+  const auto two_lrs = torch::tensor(std::vector<double>{0.5, 0.25}, torch::kFloat64);
+  auto message = [&](const std::function<void(torch::serialize::OutputArchive&)>& write) {
+    auto archive = archive_of(write);
+    return invalid_argument_message([&] { schedule.load(*archive); });
+  };
+  using Out = torch::serialize::OutputArchive;
+  CHECK(contains(message([](Out&) {}), "the archive has no tensor 'lr_schedule/step'"));
+  CHECK(contains(message([&](Out& a) { a.write("lr_schedule/step", steps); }),
+                 "the archive has no tensor 'lr_schedule/initial_lrs'"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", c10::IValue(std::string("three")));
+                   a.write("lr_schedule/initial_lrs", two_lrs);
+                 }),
+                 "no tensor 'lr_schedule/step'"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", torch::tensor(2.5));
+                   a.write("lr_schedule/initial_lrs", two_lrs);
+                 }),
+                 "lr_schedule/step is not one integer step count >= 0"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", torch::tensor(int64_t{-1}, torch::kInt64));
+                   a.write("lr_schedule/initial_lrs", two_lrs);
+                 }),
+                 "lr_schedule/step is not one integer step count >= 0"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", steps);
+                   a.write("lr_schedule/initial_lrs", torch::tensor({1, 2}, torch::kInt64));
+                 }),
+                 "lr_schedule/initial_lrs has dtype Long"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", steps);
+                   a.write("lr_schedule/initial_lrs",
+                           torch::tensor(std::vector<double>{0.5, std::nan("")}, torch::kFloat64));
+                 }),
+                 "lr_schedule/initial_lrs[1] = nan is not a finite lr >= 0"));
+  CHECK(contains(message([&](Out& a) {
+                   a.write("lr_schedule/step", steps);
+                   a.write("lr_schedule/initial_lrs", torch::tensor(std::vector<double>{0.5}));
+                 }),
+                 "archive holds 1 initial lrs but the optimizer has 2"));
+  // After every failure: the same step, initial lrs and optimizer lrs.
+  CHECK(schedule.step_count() == step_before);
+  CHECK(schedule.initial_lrs() == initial_before);
+  CHECK(schedule.get_last_lr() == last_before);
+  CHECK(lrs() == lrs_before);
+  // And a good archive still loads into it and sets the lrs of its step.
+  auto saved = archive_of([&](Out& a) { schedule.save(a); });
+  for (auto& g : sgd.param_groups()) g.options().set_lr(0.0);
+  schedule.load(*saved);
+  CHECK(lrs() == lrs_before);
+
+  // A factor that throws while loading: the schedule is not half-loaded either.
+  finetune::LRSchedule picky(sgd, [](int64_t step) {
+    if (step == 3) throw std::invalid_argument("factor: no step 3");
+    return 1.0;
+  });
+  const auto picky_lrs = lrs();
+  auto good = archive_of([&](Out& a) {
+    a.write("lr_schedule/step", steps);
+    a.write("lr_schedule/initial_lrs", two_lrs);
+  });
+  CHECK(contains(invalid_argument_message([&] { picky.load(*good); }), "factor: no step 3"));
+  CHECK(picky.step_count() == 0);
+  CHECK(picky.initial_lrs() == picky_lrs);
+  CHECK(lrs() == picky_lrs);
 }
 
 TEST_CASE("step semantics: factor(0) after construction, one factor per step", "[lr_schedule]") {

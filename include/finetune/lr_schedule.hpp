@@ -68,8 +68,11 @@ class LRSchedule {
   /// Writes step count and initial lrs.
   void save(torch::serialize::OutputArchive& archive) const;
   /// Restores step count and initial lrs, then sets the lrs of that step, so
-  /// a resumed run continues the same curve. Throws std::invalid_argument if
-  /// the archive's number of groups differs from the optimizer's.
+  /// a resumed run continues the same curve. Throws std::invalid_argument,
+  /// naming the key, for an archive without LRSchedule's keys, with values of
+  /// the wrong type, a negative step, a non-finite or negative lr, or a number
+  /// of groups other than the optimizer's; the schedule and the optimizer's
+  /// lrs are then unchanged.
   void load(torch::serialize::InputArchive& archive);
 
  private:
@@ -238,14 +241,43 @@ inline void LRSchedule::save(torch::serialize::OutputArchive& archive) const {
                 torch::tensor(initial_lrs_, torch::TensorOptions().dtype(torch::kFloat64)));
 }
 
-inline void LRSchedule::load(torch::serialize::InputArchive& archive) {
-  torch::Tensor step, initial;
-  archive.read("lr_schedule/step", step);
-  archive.read("lr_schedule/initial_lrs", initial);
-  initial = initial.to(torch::kCPU, torch::kFloat64).contiguous();
-  if (step.numel() != 1 || step.item<int64_t>() < 0) {
-    throw std::invalid_argument("LRSchedule::load: lr_schedule/step is not a step count >= 0");
+namespace detail {
+// One tensor of the archive; a missing key, a value that is not a tensor or
+// a c10::Error while reading becomes std::invalid_argument naming the key.
+inline torch::Tensor read_schedule_tensor(torch::serialize::InputArchive& archive,
+                                          const std::string& key) {
+  torch::Tensor value;
+  bool found = false;
+  try {
+    found = archive.try_read(key, value);  // false: no such key, or not a tensor
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument("LRSchedule::load: cannot read '" + key +
+                                "' from the archive: " + e.what_without_backtrace());
   }
+  if (!found || !value.defined()) {
+    throw std::invalid_argument("LRSchedule::load: the archive has no tensor '" + key +
+                                "' (not written by LRSchedule::save?)");
+  }
+  return value;
+}
+}  // namespace detail
+
+inline void LRSchedule::load(torch::serialize::InputArchive& archive) {
+  // Read and check everything, compute the new factor, then commit: on any
+  // error the schedule and the optimizer's lrs are left as they were.
+  const torch::Tensor step = detail::read_schedule_tensor(archive, "lr_schedule/step");
+  torch::Tensor initial = detail::read_schedule_tensor(archive, "lr_schedule/initial_lrs");
+  if (step.numel() != 1 || !c10::isIntegralType(step.scalar_type(), /*includeBool=*/false) ||
+      step.item<int64_t>() < 0) {
+    throw std::invalid_argument(
+        "LRSchedule::load: lr_schedule/step is not one integer step count >= 0");
+  }
+  if (!initial.is_floating_point()) {
+    throw std::invalid_argument("LRSchedule::load: lr_schedule/initial_lrs has dtype " +
+                                std::string(c10::toString(initial.scalar_type())) +
+                                ", not floating point");
+  }
+  initial = initial.to(torch::kCPU, torch::kFloat64).contiguous();
   const auto count = static_cast<size_t>(initial.numel());
   if (initial.dim() != 1 || count != optimizer_.param_groups().size()) {
     throw std::invalid_argument(
@@ -253,10 +285,21 @@ inline void LRSchedule::load(torch::serialize::InputArchive& archive) {
         " initial lrs but the optimizer has " + std::to_string(optimizer_.param_groups().size()) +
         " parameter groups");
   }
-  step_ = step.item<int64_t>();
   const double* data = initial.data_ptr<double>();
-  initial_lrs_.assign(data, data + count);
-  apply();
+  std::vector<double> lrs(data, data + count);
+  for (size_t g = 0; g < lrs.size(); ++g) {
+    if (!std::isfinite(lrs[g]) || lrs[g] < 0.0) {
+      throw std::invalid_argument("LRSchedule::load: lr_schedule/initial_lrs[" + std::to_string(g) +
+                                  "] = " + std::to_string(lrs[g]) + " is not a finite lr >= 0");
+    }
+  }
+  const int64_t new_step = step.item<int64_t>();
+  const double factor = factor_(new_step);  // may throw: nothing changed yet
+  step_ = new_step;
+  initial_lrs_ = std::move(lrs);
+  factor_value_ = factor;
+  auto& groups = optimizer_.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(initial_lrs_[g] * factor);
 }
 
 namespace detail {
