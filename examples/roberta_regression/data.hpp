@@ -49,6 +49,10 @@ std::string read_text_file(const std::string& path);
 /// standard_error that is not a finite number, an empty excerpt, no rows.
 CommonLitData read_commonlit_csv(const std::string& path);
 
+/// read_commonlit_csv() of a file's contents in memory; `source` names it in
+/// errors.
+CommonLitData parse_commonlit_csv(const std::string& text, const std::string& source);
+
 // --- implementation -----------------------------------------------------------
 
 inline std::vector<std::vector<std::string>> parse_csv(const std::string& text,
@@ -135,8 +139,12 @@ inline std::string read_text_file(const std::string& path) {
 }
 
 inline CommonLitData read_commonlit_csv(const std::string& path) {
+  return parse_commonlit_csv(read_text_file(path), path);
+}
+
+inline CommonLitData parse_commonlit_csv(const std::string& text, const std::string& path) {
   std::vector<int64_t> lines;
-  const auto records = parse_csv(read_text_file(path), path, &lines);
+  const auto records = parse_csv(text, path, &lines);
   if (records.empty()) throw std::invalid_argument(path + ": empty file, no header");
   std::map<std::string, size_t> column;
   for (size_t c = 0; c < records[0].size(); ++c) column[records[0][c]] = c;

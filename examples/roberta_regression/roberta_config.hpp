@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -32,6 +33,8 @@ struct RobertaConfig {
 
   /// Reads config.json; errors name the file and the key.
   static RobertaConfig from_json_file(const std::string& path);
+  /// Reads a config.json's contents in memory; `source` names it in errors.
+  static RobertaConfig from_json_text(const std::string& text, const std::string& source);
   /// Reads the keys above from `j` (absent keys keep their defaults, as HF);
   /// `source` names the origin in error messages.
   static RobertaConfig from_json(const nlohmann::json& j, const std::string& source);
@@ -46,13 +49,21 @@ struct RobertaConfig {
 inline RobertaConfig RobertaConfig::from_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::invalid_argument(path + ": cannot open the model config");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw std::runtime_error(path + ": read error");
+  return from_json_text(text.str(), path);
+}
+
+inline RobertaConfig RobertaConfig::from_json_text(const std::string& text,
+                                                   const std::string& source) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    throw std::invalid_argument(path + ": not valid JSON: " + e.what());
+    throw std::invalid_argument(source + ": not valid JSON: " + e.what());
   }
-  return from_json(j, path);
+  return from_json(j, source);
 }
 
 inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std::string& source) {

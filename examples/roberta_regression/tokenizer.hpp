@@ -70,6 +70,13 @@ class RobertaTokenizer {
   RobertaTokenizer(const std::string& vocab_path, const std::string& merges_path,
                    RobertaTokenizerOptions options = {});
 
+  /// The same from the two files' contents in memory; `vocab_name` and
+  /// `merges_name` stand for the files in error messages.
+  static RobertaTokenizer from_text(const std::string& vocab_json, const std::string& merges_txt,
+                                    RobertaTokenizerOptions options = {},
+                                    const std::string& vocab_name = "vocab.json",
+                                    const std::string& merges_name = "merges.txt");
+
   RobertaTokenizer(RobertaTokenizer&&) = default;
   RobertaTokenizer& operator=(RobertaTokenizer&&) = default;
   RobertaTokenizer(const RobertaTokenizer&) = delete;
@@ -113,8 +120,9 @@ class RobertaTokenizer {
     void operator()(pcre2_match_data* p) const { pcre2_match_data_free(p); }
   };
 
-  void load_vocab(const std::string& path);
-  void load_merges(const std::string& path);
+  explicit RobertaTokenizer(RobertaTokenizerOptions options) : options_(options) {}
+  void load_vocab(std::istream& in, const std::string& path);
+  void load_merges(std::istream& in, const std::string& path);
   void compile_pattern();
   void encode_segment(std::string_view segment, std::vector<int64_t>& out);
   void encode_word(std::string_view word, std::vector<int64_t>& out);
@@ -270,14 +278,29 @@ inline RobertaTokenizer::RobertaTokenizer(const std::string& vocab_path,
                                           const std::string& merges_path,
                                           RobertaTokenizerOptions options)
     : options_(options) {
-  load_vocab(vocab_path);
-  load_merges(merges_path);
+  std::ifstream vocab(vocab_path, std::ios::binary);
+  if (!vocab) throw std::invalid_argument("cannot open vocabulary file '" + vocab_path + "'");
+  load_vocab(vocab, vocab_path);
+  std::ifstream merges(merges_path, std::ios::binary);
+  if (!merges) throw std::invalid_argument("cannot open merges file '" + merges_path + "'");
+  load_merges(merges, merges_path);
   compile_pattern();
 }
 
-inline void RobertaTokenizer::load_vocab(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot open vocabulary file '" + path + "'");
+inline RobertaTokenizer RobertaTokenizer::from_text(const std::string& vocab_json,
+                                                    const std::string& merges_txt,
+                                                    RobertaTokenizerOptions options,
+                                                    const std::string& vocab_name,
+                                                    const std::string& merges_name) {
+  RobertaTokenizer tokenizer(options);
+  std::istringstream vocab(vocab_json), merges(merges_txt);
+  tokenizer.load_vocab(vocab, vocab_name);
+  tokenizer.load_merges(merges, merges_name);
+  tokenizer.compile_pattern();
+  return tokenizer;
+}
+
+inline void RobertaTokenizer::load_vocab(std::istream& in, const std::string& path) {
   nlohmann::json vocab;
   try {
     vocab = nlohmann::json::parse(in);
@@ -337,9 +360,7 @@ inline void RobertaTokenizer::load_vocab(const std::string& path) {
   for (const auto& s : specials_) is_special_[static_cast<size_t>(s.second)] = true;
 }
 
-inline void RobertaTokenizer::load_merges(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::invalid_argument("cannot open merges file '" + path + "'");
+inline void RobertaTokenizer::load_merges(std::istream& in, const std::string& path) {
   std::string line;
   int64_t number = 0;
   int32_t rank = 0;

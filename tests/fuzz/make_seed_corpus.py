@@ -1,16 +1,34 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the safetensors fuzzer into
-tests/fuzz/corpus/safetensors/: the golden files of tests/golden/safetensors/
-and the malformed cases of tests/test_roberta_safetensors.cpp (each a few
-hundred bytes). Crashers found by the fuzzer are added next to them by hand
-(named crash-*). Run: .venv/bin/python tests/fuzz/make_seed_corpus.py
+"""Writes the seed corpora of the fuzzers into tests/fuzz/corpus/<input>/
+(docs/fuzzing.md), each file a few hundred bytes to a few KB:
+  safetensors     the golden files of tests/golden/safetensors/ and the
+                  malformed cases of tests/test_roberta_safetensors.cpp;
+  tokenizer       `vocab.json \0 merges.txt \0 text`: a small byte-level BPE
+                  vocabulary (the 256 byte tokens, the specials, the first
+                  merges of assets/demo-bpe) with texts, and malformed files;
+  tokenizer_text  texts for the demo-bpe tokenizer;
+  csv             CommonLit-shaped CSV files, well and badly formed;
+  roberta_config  config.json files, well and badly formed;
+  evaluator_state   PeriodicEvaluator states in fuzz_evaluator_state.cpp's
+                  encoding (key mask, per key dtype/count byte and 8-byte
+                  words, history flag and contents), well and badly formed;
+  evaluator_history a byte (steps - 1 in bits 0-2, jsonl in bit 3) and the
+                  history file a resumed run finds.
+Crashers found by a fuzzer are added next to them by hand (named crash-*) and
+never rewritten here. Run: .venv/bin/python tests/fuzz/make_seed_corpus.py
 """
+import csv
+import gzip
+import io
+import json
 import shutil
 import struct
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUT = ROOT / "tests" / "fuzz" / "corpus" / "safetensors"
+CORPUS = ROOT / "tests" / "fuzz" / "corpus"
+OUT = CORPUS / "safetensors"
+EXAMPLE = ROOT / "examples" / "roberta_regression"
 A = '"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}'
 BUF8 = b"\0" * 8
 
@@ -60,12 +78,225 @@ CASES = {
 }
 
 
+def bytes_to_unicode():
+    """GPT-2's byte -> character table (as tokenizer.hpp's)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, extra = {}, 256
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(extra)
+            extra += 1
+    return table
+
+
+def small_bpe(n_merges=24):
+    """A small valid vocabulary: specials, the 256 byte tokens, the first
+    n_merges merges of assets/demo-bpe and their results (ids without gaps)."""
+    tokens = ["<s>", "<pad>", "</s>", "<unk>"] + list(bytes_to_unicode().values())
+    merges = []
+    for line in (EXAMPLE / "assets" / "demo-bpe" / "merges.txt").read_text("utf-8").splitlines():
+        if line.startswith("#version") or len(merges) == n_merges:
+            continue
+        a, b = line.split(" ")
+        if a in tokens and b in tokens:
+            merges.append(line)
+            if a + b not in tokens:
+                tokens.append(a + b)
+    tokens.append("<mask>")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    return vocab, merges
+
+
+def tokenizer_cases():
+    vocab, merges = small_bpe()
+    v = json.dumps(vocab, ensure_ascii=False).encode("utf-8")
+    m = ("#version: 0.2\n" + "\n".join(merges) + "\n").encode("utf-8")
+
+    def one(vocab_bytes, merges_bytes, text):
+        return vocab_bytes + b"\0" + merges_bytes + b"\0" + text
+
+    gap = dict(vocab)
+    gap["<mask>"] = len(vocab) + 5
+    dup = dict(vocab)
+    dup["<mask>"] = 0
+    no_byte = {t: i for t, i in vocab.items() if t != "A"}
+    no_byte = {t: i for i, t in enumerate(no_byte)}
+    no_special = {t: i for i, t in enumerate(t for t in vocab if t != "<unk>")}
+    dump = lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8")
+    return {
+        "valid_text": one(v, m, b"Hello world, it's the 3rd <mask> of  tests.\n"),
+        "valid_specials": one(v, m, b"<s>a<pad></s><unk><mask><<s>>"),
+        "valid_invalid_utf8": one(v, m, b"caf\xc3\xa9 \xff\xfe \xe2\x82 the\xf0\x9f\x98\x80"),
+        "valid_crlf_merges": one(v, m.replace(b"\n", b"\r\n"), b"  the\tthat \r\n"),
+        "valid_no_merges": one(v, b"", b"the the"),
+        "valid_repeated_merge": one(v, m + m.split(b"\n")[1] + b"\n", b"the"),
+        "vocab_not_json": one(b'{"a":', m, b"x"),
+        "vocab_not_object": one(b"[1,2]", m, b"x"),
+        "vocab_id_gap": one(dump(gap), m, b"x"),
+        "vocab_id_twice": one(dump(dup), m, b"x"),
+        "vocab_id_string": one(v.replace(b'"<mask>": ', b'"<mask>": "x", "y": '), m, b"x"),
+        "vocab_no_byte": one(dump(no_byte), b"", b"x"),
+        "vocab_no_special": one(dump(no_special), b"", b"x"),
+        "merges_three_tokens": one(v, b"a b c\n", b"x"),
+        "merges_one_token": one(v, b"ab\n", b"x"),
+        "merges_unknown": one(v, b"\xc4\xa0 zz\n", b"x"),
+        "merges_no_result": one(v, b"q z\n", b"x"),
+        "empty": b"",
+    }
+
+
+TEXTS = {
+    "english": b"It was the best of times, it was the worst of times; it's 1859.\n",
+    "unicode": "Caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \u0645\u0631\u062d\u0628\u0627 \U0001F600 \u00a0\u2003x\u3000y".encode("utf-8"),
+    "specials": b"<s>Hi</s><pad><pad> <mask>. <unk><s",
+    "invalid_utf8": b"\xff\xfeab\xc3(\xe2\x82\xa1\xed\xa0\x80\xf4\x90\x80\x80",
+    "whitespace": b"a  \t\n\n  b   \r\n   ",
+    "contractions": b"I'm you're we've they'll he'd she's don't 'S 'LL",
+    "numbers_punct": b"3.14159 -- 1,000,000!!! ?? $$$ 42nd",
+    "prefix_space": b" leading space and <s>",
+    "empty": b"",
+}
+
+
+def real_rows(n):
+    """The header and the first n rows of the embedded data (with `address`)."""
+    text = gzip.decompress((EXAMPLE / "data" / "sotu_passages.csv.gz").read_bytes()).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text)))[: n + 1]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+def csv_cases():
+    header = b"id,url_legal,license,excerpt,target,standard_error\n"
+    return {
+        "valid": header + b'a1,,,"An excerpt, with ""quotes""",-0.5,0.48\nb2,,,Plain text,1.25,0.5\n',
+        "valid_crlf_bom": b"\xef\xbb\xbf" + header.replace(b"\n", b"\r\n") + b"a,,,text,1,0.5\r\n",
+        "valid_multiline": header + b'a,,,"line one\nline two\r\nthree",0.1,0.2\n\n',
+        "valid_reference_row": header + b"r,,,ref,0,0\nb,,,kept,1e-3,2E1\n",
+        "valid_address": real_rows(2),
+        "missing_column": b"id,excerpt,target\na,text,1\n",
+        "field_count": header + b"a,,,text,1\n",
+        "target_nan": header + b"a,,,text,nan,0.5\n",
+        "target_inf": header + b"a,,,text,1e999,0.5\n",
+        "target_text": header + b"a,,,text,one,0.5\n",
+        "empty_excerpt": header + b'a,,," \t ",1,0.5\n',
+        "unterminated": header + b'a,,,"open,1,0.5\n',
+        "after_quote": header + b'a,,,"x"y,1,0.5\n',
+        "only_reference": header + b"r,,,ref,0,0\n",
+        "header_only": header,
+        "empty": b"",
+    }
+
+
+def config_cases():
+    base = json.loads((EXAMPLE / "assets" / "demo-model" / "config.json").read_text())
+    dump = lambda d: json.dumps(d, indent=2).encode("utf-8")
+    return {
+        "demo_model": dump(base),
+        "empty_object": b"{}",
+        "roberta_base": dump({"vocab_size": 50265, "hidden_size": 768, "num_hidden_layers": 12,
+                              "num_attention_heads": 12, "intermediate_size": 3072,
+                              "max_position_embeddings": 514, "layer_norm_eps": 1e-05}),
+        "not_json": b'{"hidden_size": 12',
+        "not_object": b"[1]",
+        "string_size": b'{"hidden_size": "big"}',
+        "float_size": b'{"hidden_size": 128.0}',
+        "negative_layers": b'{"num_hidden_layers": -1}',
+        "huge_unsigned": b'{"vocab_size": 18446744073709551615}',
+        "heads_not_divisor": b'{"hidden_size": 130, "num_attention_heads": 4}',
+        "dropout_range": b'{"hidden_dropout_prob": 1.5}',
+        "eps_nan_like": b'{"layer_norm_eps": -0.0}',
+        "act_relu": b'{"hidden_act": "relu"}',
+        "position_relative": b'{"position_embedding_type": "relative_key"}',
+        "pad_past_vocab": b'{"vocab_size": 2, "pad_token_id": 2}',
+        "deep": b'{"x":' + b"[" * 200 + b"]" * 200 + b"}",
+    }
+
+
+STATE_KEYS = ["mode", "best", "best_averaged", "bad_evaluations", "global_step", "num_evaluations",
+              "history_rows", "history_bytes", "last_epoch", "last_batch", "stopped"]
+LONG, DOUBLE, FLOAT, INT, BOOL, HALF, LONG_2D = range(7)
+
+
+def state(values, kinds=None, drop=(), history=None):
+    """fuzz_evaluator_state.cpp's encoding of a state; values per key (a list
+    for more than one element), kinds per key (default: double for the best
+    values, long otherwise), keys in `drop` absent, history None: no file."""
+    kinds = kinds or {}
+    mask = sum(1 << i for i, k in enumerate(STATE_KEYS) if k not in drop)
+    out = struct.pack("<H", mask)
+    for key in STATE_KEYS:
+        if key in drop:
+            continue
+        v = values[key]
+        v = v if isinstance(v, list) else [v]
+        kind = kinds.get(key, DOUBLE if key.startswith("best") else LONG)
+        out += bytes([kind | (len(v) << 3)])
+        for x in v:
+            out += struct.pack("<d", x) if kind in (DOUBLE, HALF) else struct.pack("<q", int(x))
+    return out + (b"\0" if history is None else b"\1" + history)
+
+
+def evaluator_state_cases():
+    inf = float("inf")
+    fresh = dict(mode=0, best=inf, best_averaged=inf, bad_evaluations=0, global_step=0,
+                 num_evaluations=0, history_rows=0, history_bytes=0, last_epoch=-1, last_batch=-1,
+                 stopped=0)
+    rows = b"epoch,batch,step,weights,metric,best,improved\n0,0,1,raw,0.5,0.5,1\n"
+    ran = dict(fresh, best=0.5, global_step=1, num_evaluations=1, history_rows=1,
+               history_bytes=len(rows), last_epoch=0, last_batch=0)
+    return {
+        "fresh": state(fresh),
+        "fresh_empty_history": state(fresh, history=b""),
+        "resumed": state(ran, history=rows),
+        "resumed_longer_history": state(ran, history=rows + b"0,1,2,raw,0.4,0.4,1\n0,2,3,ra"),
+        "short_history": state(ran, history=rows[:-5]),
+        "no_history_file": state(ran),
+        "mode_max": state(dict(ran, mode=1), history=rows),
+        "mode_two": state(dict(fresh, mode=2)),
+        "missing_key": state(fresh, drop=("history_bytes",)),
+        "best_nan": state(dict(ran, best=float("nan")), history=rows),
+        "float_step": state(dict(ran, global_step=1), kinds={"global_step": FLOAT}, history=rows),
+        "stopped": state(dict(ran, stopped=1, bad_evaluations=51), history=rows),
+    }
+
+
+def evaluator_history_cases():
+    header = b"epoch,batch,step,weights,metric,best,improved\n"
+    row = b"0,%d,%d,raw,0.5,0.5,1\n"
+    csv3 = header + b"".join(row % (i, i + 1) for i in range(3))
+    jsonl = b'{"epoch":0,"batch":0,"step":1,"weights":"raw","metric":1,"best":1,"improved":true}\n'
+    return {
+        "csv_3_steps": b"\x02" + csv3,
+        "csv_3_steps_torn_tail": b"\x02" + csv3 + b"0,3,4,ra",
+        "csv_8_steps_short": b"\x07" + csv3,
+        "csv_empty": b"\x00",
+        "jsonl_1_step": b"\x08" + jsonl,
+        "jsonl_2_steps_longer": b"\x09" + jsonl * 3,
+    }
+
+
+def write(name, cases, prefix="seed"):
+    out = CORPUS / name
+    out.mkdir(parents=True, exist_ok=True)
+    for case, data in cases.items():
+        (out / f"{prefix}_{case}").write_bytes(data)
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for path in sorted((ROOT / "tests" / "golden" / "safetensors").glob("*.safetensors")):
         shutil.copyfile(path, OUT / f"golden_{path.stem}")
-    for name, data in CASES.items():
-        (OUT / f"seed_{name}").write_bytes(data)
+    write("safetensors", CASES)
+    write("tokenizer", tokenizer_cases())
+    write("tokenizer_text", TEXTS)
+    write("csv", csv_cases())
+    write("roberta_config", config_cases())
+    write("evaluator_state", evaluator_state_cases())
+    write("evaluator_history", evaluator_history_cases())
 
 
 if __name__ == "__main__":
