@@ -13,6 +13,7 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
+#include "test_helpers.hpp"
 
 using Catch::Matchers::WithinAbs;
 using Catch::Matchers::WithinRel;
@@ -240,6 +241,58 @@ TEST_CASE("ReinitTopLayers: n = 0 is a no-op; bad input throws", "[reinit]") {
   for (size_t i = 0; i < before.size(); ++i) CHECK(torch::equal(before[i], unchanged[i]));
 }
 
+TEST_CASE("ReinitTopLayers checks every module before its first write", "[reinit]") {
+  // The pooler comes first in the order of writes and the bad module last:
+  // a lazy check would have re-initialized the pooler (and more) already.
+  Stack stack(3, 64);
+  auto pooler_before = [&] {
+    return std::vector<torch::Tensor>{stack.pooler->weight.clone(), stack.pooler->bias.clone()};
+  }();
+  auto lower_before = [&] {
+    std::vector<torch::Tensor> out;
+    for (size_t i = 0; i < 2; ++i)
+      for (const auto& p : stack.list->ptr(i)->parameters()) out.push_back(p.clone());
+    return out;
+  }();
+  auto untouched = [&] {
+    CHECK(torch::equal(stack.pooler->weight, pooler_before[0]));
+    CHECK(torch::equal(stack.pooler->bias, pooler_before[1]));
+    size_t k = 0;
+    for (size_t i = 0; i < 2; ++i)
+      for (const auto& p : stack.list->ptr(i)->parameters()) CHECK(torch::equal(p, lower_before[k++]));
+  };
+  // One weight of the top block elsewhere (the member the re-initialization
+  // writes; Module::to cannot move a CPU module to the meta device).
+  const auto top = stack.list->ptr<BlockImpl>(2);
+  const auto query_before = top->attention[0]->as<torch::nn::Linear>()->weight.clone();
+  SECTION("a generator of another device type than a top-block weight") {
+    top->up->weight = torch::empty({256, 64}, torch::Device(torch::kMeta));
+    const std::string message = finetune_test::invalid_argument_message([&] {
+      ReinitTopLayers(2)(stack.list, stack.extra(), at::detail::createCPUGenerator(1));
+    });
+    CHECK_THAT(message, HasSubstring("the generator is on cpu but 'layer.2.up' is on meta"));
+  }
+  SECTION("an integer weight") {
+    top->up->weight = torch::zeros({256, 64}, torch::kLong);
+    const std::string message = finetune_test::invalid_argument_message(
+        [&] { ReinitTopLayers(ReinitTopLayersOptions(2).seed(1))(stack.list, stack.extra()); });
+    CHECK_THAT(message, HasSubstring("'layer.2.up' has dtype Long"));
+    CHECK(torch::equal(top->up->weight, torch::zeros({256, 64}, torch::kLong)));
+  }
+  SECTION("an Embedding whose padding_idx is out of range") {
+    const auto up_before = top->up->weight.clone();
+    top->table->options.padding_idx(4096);
+    const std::string message = finetune_test::invalid_argument_message([&] {
+      ReinitTopLayers(ReinitTopLayersOptions(2).reinit_embeddings(true).seed(1))(stack.list,
+                                                                                stack.extra());
+    });
+    CHECK_THAT(message, HasSubstring("'layer.2.table' has padding_idx 4096 but 512 rows"));
+    CHECK(torch::equal(top->up->weight, up_before));
+  }
+  untouched();
+  CHECK(torch::equal(top->attention[0]->as<torch::nn::Linear>()->weight, query_before));
+}
+
 TEST_CASE("ReinitTopLayers runs on the parameters' device", "[reinit][cuda]") {
   if (!torch::cuda::is_available()) {
     SUCCEED("no CUDA device: skipped");
@@ -256,39 +309,126 @@ TEST_CASE("ReinitTopLayers runs on the parameters' device", "[reinit][cuda]") {
                     std::invalid_argument);
 }
 
-TEST_CASE("ReinitTopLayers draws what the article's notebook draws (seeded generator)",
-          "[reinit]") {
-  // tests/reference/ref_swa.py: the notebook's _do_reinit (pooler, then
-  // layer[-1], layer[-2] through Module.apply) plus HF's Embedding init, with
-  // torch.Generator().manual_seed(seed) on the CPU.
-  const auto g = finetune_test::load_golden_json("swa_reinit.json");
-  const int64_t h = g.at("hidden").get<int64_t>();
-  torch::nn::ModuleList list;
-  for (int64_t i = 0; i < g.at("layers").get<int64_t>(); ++i) {
-    list->push_back(Block(h, g.at("num_embeddings").get<int64_t>()));
+namespace {
+
+using Children = std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>;
+
+// A module of named children in the given (registration) order.
+std::shared_ptr<torch::nn::Module> node(const Children& children) {
+  return torch::nn::ModuleDict(children).ptr();
+}
+
+// The C++ twins of transformers' RobertaLayer, RobertaPooler and
+// RobertaEmbeddings: the same children, names and registration order.
+struct HfRoberta {
+  explicit HfRoberta(const nlohmann::json& c) {
+    using namespace torch::nn;
+    const int64_t h = c.at("hidden_size"), inner = c.at("intermediate_size");
+    const int64_t pad = c.at("pad_token_id");
+    auto ln = [&] { return LayerNorm(LayerNormOptions({h})).ptr(); };
+    auto dropout = [] { return Dropout(0.1).ptr(); };
+    for (int64_t i = 0; i < c.at("num_hidden_layers").get<int64_t>(); ++i) {
+      layers.push_back(node(
+          {{"attention", node({{"self", node({{"query", Linear(h, h).ptr()},
+                                              {"key", Linear(h, h).ptr()},
+                                              {"value", Linear(h, h).ptr()},
+                                              {"dropout", dropout()}})},
+                               {"output", node({{"dense", Linear(h, h).ptr()},
+                                                {"LayerNorm", ln()},
+                                                {"dropout", dropout()}})}})},
+           {"intermediate",
+            node({{"dense", Linear(h, inner).ptr()}, {"intermediate_act_fn", GELU().ptr()}})},
+           {"output",
+            node({{"dense", Linear(inner, h).ptr()}, {"LayerNorm", ln()}, {"dropout", dropout()}})}}));
+    }
+    pooler = node({{"dense", Linear(h, h).ptr()}, {"activation", Tanh().ptr()}});
+    embeddings = node(
+        {{"word_embeddings",
+          Embedding(EmbeddingOptions(c.at("vocab_size"), h).padding_idx(pad)).ptr()},
+         {"token_type_embeddings", Embedding(c.at("type_vocab_size").get<int64_t>(), h).ptr()},
+         {"LayerNorm", ln()},
+         {"dropout", dropout()},
+         {"position_embeddings",
+          Embedding(EmbeddingOptions(c.at("max_position_embeddings"), h).padding_idx(pad))
+              .ptr()}});
+    // float64 as in the oracle, "pretrained" values everywhere.
+    for (auto* m : all()) m->to(torch::kDouble);
+    torch::NoGradGuard no_grad;
+    for (auto* m : all())
+      for (auto& p : m->parameters()) p.uniform_(-0.5, 0.5).add_(3.0);
   }
-  torch::nn::Linear pooler(h, h);
-  const auto report =
-      ReinitTopLayers(ReinitTopLayersOptions(g.at("n").get<int64_t>())
-                          .initializer_range(g.at("initializer_range").get<double>())
-                          .reinit_embeddings(true)
-                          .seed(g.at("seed").get<uint64_t>()))(list, {{"pooler", pooler.ptr()}});
-  std::map<std::string, torch::Tensor> actual;
-  for (const auto& p : pooler->named_parameters()) actual["pooler." + p.key()] = p.value();
-  for (size_t i = 0; i < list->size(); ++i) {
-    for (const auto& p : list->ptr(i)->named_parameters()) {
-      actual["layer." + std::to_string(i) + "." + p.key()] = p.value();
+  std::vector<torch::nn::Module*> all() const {
+    std::vector<torch::nn::Module*> out{pooler.get(), embeddings.get()};
+    for (const auto& l : layers) out.push_back(l.get());
+    return out;
+  }
+  std::vector<std::shared_ptr<torch::nn::Module>> layers;
+  std::shared_ptr<torch::nn::Module> pooler, embeddings;
+};
+
+nlohmann::json structure(const torch::nn::Module& m) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& p : m.named_parameters()) out.push_back({p.key(), p.value().sizes().vec()});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("ReinitTopLayers equals Hugging Face's _init_weights on real RoBERTa modules",
+          "[reinit]") {
+  // tests/reference/ref_reinit.py: RobertaPreTrainedModel._init_weights applied
+  // as the article's notebook applies its re-initialization (extra modules,
+  // then layer[-1], layer[-2], ... through Module.apply) to a (float64)
+  // RobertaModel's own RobertaPooler / RobertaEmbeddings / RobertaLayer, after
+  // torch.manual_seed(seed).
+  const auto g = finetune_test::load_golden_json("reinit_roberta.json");
+  const auto& config = g.at("config");
+  {
+    HfRoberta twin(config);
+    INFO("the C++ twins have the transformers modules' parameters");
+    CHECK(structure(*twin.layers[0]) == g.at("structure").at("layer"));
+    CHECK(structure(*twin.pooler) == g.at("structure").at("pooler"));
+    CHECK(structure(*twin.embeddings) == g.at("structure").at("embeddings"));
+  }
+  REQUIRE(g.at("cases").size() == 2);
+  for (const auto& c : g.at("cases")) {
+    const std::string name = c.at("name");
+    INFO("case " << name);
+    HfRoberta twin(config);
+    ReinitTopLayers::NamedModules extra;
+    for (const auto& e : c.at("extra")) {
+      const std::string module = e;
+      extra.emplace_back(module, module == "pooler" ? twin.pooler : twin.embeddings);
+    }
+    const auto report = ReinitTopLayers(
+        ReinitTopLayersOptions(c.at("n").get<int64_t>())
+            .initializer_range(c.at("initializer_range").get<double>())
+            .reinit_embeddings(c.at("reinit_embeddings").get<bool>())
+            .seed(c.at("seed").get<uint64_t>()))(twin.layers, extra);
+
+    // The modules HF changed, in HF's order, are the ones reported reset.
+    std::vector<std::vector<std::string>> order;
+    for (const auto& e : report.reset) order.push_back({e.path, e.kind});
+    CHECK(order == c.at("order").get<std::vector<std::vector<std::string>>>());
+    CHECK(report.skipped.empty());
+
+    std::map<std::string, torch::Tensor> ours;
+    for (const auto& [prefix, module] : extra)
+      for (const auto& p : module->named_parameters()) ours[prefix + "." + p.key()] = p.value();
+    for (size_t i = 0; i < twin.layers.size(); ++i)
+      for (const auto& p : twin.layers[i]->named_parameters())
+        ours["layer." + std::to_string(i) + "." + p.key()] = p.value();
+    const auto& after = c.at("after");
+    CHECK(after.size() > 0);
+    for (const auto& item : after.items()) {
+      INFO(item.key());
+      REQUIRE(ours.count(item.key()) == 1);
+      const auto want = torch::tensor(item.value().get<std::vector<double>>(), torch::kDouble);
+      // The same kernels consume the same Mersenne-Twister stream: equal
+      // (the golden holds the float64 values rounded to float32).
+      const auto& t = ours.at(item.key());
+      REQUIRE(t.scalar_type() == torch::kDouble);
+      CHECK(torch::equal(t.to(torch::kFloat).to(torch::kDouble).reshape({-1}), want));
     }
   }
-  const auto& after = g.at("after");
-  REQUIRE(after.size() == 2 + 2 * 10);
-  for (const auto& item : after.items()) {
-    INFO(item.key());
-    REQUIRE(actual.count(item.key()) == 1);
-    const auto& t = actual.at(item.key());
-    const auto want = torch::tensor(item.value().get<std::vector<double>>(), torch::kDouble);
-    // The same CPU kernels consume the same Mersenne-Twister stream: equal.
-    CHECK(torch::equal(t.to(torch::kDouble).reshape({-1}), want));
-  }
-  CHECK(report.embedding == 2);
 }

@@ -90,7 +90,11 @@ class ReinitTopLayers {
   /// `extra`: (name, module) pairs re-initialized as well, e.g.
   /// {{"pooler", model->pooler.ptr()}}. `generator`: if defined, used for
   /// every normal draw instead of seed/default (must be on the parameters'
-  /// device type). Throws std::invalid_argument when n exceeds the stack.
+  /// device type). Throws std::invalid_argument when n exceeds the stack, a
+  /// module is null, the generator is on another device type than a weight
+  /// it would draw, a weight to draw is not floating point, or an Embedding's
+  /// padding_idx is out of range: all checked before the first write, so a
+  /// failed call leaves every module as it was.
   ReinitReport operator()(const std::vector<std::shared_ptr<torch::nn::Module>>& layers,
                           const NamedModules& extra = {}, at::Generator generator = {}) const;
   /// Same for a torch::nn::ModuleList.
@@ -105,8 +109,9 @@ class ReinitTopLayers {
 
  private:
   struct Draw;
-  void visit(torch::nn::Module& module, const std::string& path, Draw& draw,
-             ReinitReport& report) const;
+  struct Write;
+  void plan(torch::nn::Module& module, const std::string& path, Draw& draw, ReinitReport& report,
+            std::vector<Write>& writes) const;
 
   ReinitTopLayersOptions options_;
 };
@@ -134,13 +139,19 @@ inline std::ostream& operator<<(std::ostream& out, const ReinitReport& report) {
 }
 
 // Picks the generator of each draw: the caller's, one seeded per device type,
-// or the default (undefined generator).
+// or the default (undefined generator). Resolved while planning, before the
+// first write, so that a bad generator or device leaves every module as it was.
 struct ReinitTopLayers::Draw {
   at::Generator given;
   c10::optional<uint64_t> seed;
   std::map<int, at::Generator> seeded;  // by DeviceType
 
   at::Generator for_tensor(const torch::Tensor& t, const std::string& path) {
+    if (!t.is_floating_point()) {
+      throw std::invalid_argument("ReinitTopLayers: '" + path + "' has dtype " +
+                                  std::string(c10::toString(t.scalar_type())) +
+                                  "; a normal init needs floating-point parameters");
+    }
     if (given.defined()) {
       if (given.device().type() != t.device().type()) {
         throw std::invalid_argument("ReinitTopLayers: the generator is on " + given.device().str() +
@@ -154,16 +165,27 @@ struct ReinitTopLayers::Draw {
     if (found != seeded.end()) return found->second;
     // A private copy of the device's default generator, so that any backend
     // works and the global RNG stream is left alone.
-    at::Generator base = at::globalContext().defaultGenerator(t.device());  // a handle
     at::Generator fresh;
-    {
+    try {
+      at::Generator base = at::globalContext().defaultGenerator(t.device());  // a handle
       std::lock_guard<std::mutex> lock(base.mutex());
       fresh = base.clone();
+    } catch (const c10::Error& e) {
+      throw std::invalid_argument("ReinitTopLayers: cannot seed a generator for '" + path +
+                                  "' on " + t.device().str() + ": " + e.what_without_backtrace());
     }
     fresh.set_current_seed(*seed);
     seeded.emplace(key, fresh);
     return fresh;
   }
+};
+
+// One write of the plan: a normal draw, or a fill (1 or 0).
+struct ReinitTopLayers::Write {
+  torch::Tensor tensor;
+  bool normal;
+  double value;  // the fill value, or the normal's standard deviation
+  at::Generator generator;
 };
 
 inline ReinitTopLayers::ReinitTopLayers(ReinitTopLayersOptions options)
@@ -179,18 +201,25 @@ inline ReinitTopLayers::ReinitTopLayers(ReinitTopLayersOptions options)
   }
 }
 
-inline void ReinitTopLayers::visit(torch::nn::Module& module, const std::string& path, Draw& draw,
-                                   ReinitReport& report) const {
+inline void ReinitTopLayers::plan(torch::nn::Module& module, const std::string& path, Draw& draw,
+                                  ReinitReport& report, std::vector<Write>& writes) const {
   for (const auto& child : module.named_children()) {
-    visit(*child.value(), path.empty() ? child.key() : path + "." + child.key(), draw, report);
+    plan(*child.value(), path.empty() ? child.key() : path + "." + child.key(), draw, report,
+         writes);
   }
   const double std = options_.initializer_range();
   const std::string name = path.empty() ? std::string("(root)") : path;
+  auto normal = [&](const torch::Tensor& t) {
+    writes.push_back({t, true, std, draw.for_tensor(t, name)});
+  };
+  auto fill = [&](const torch::Tensor& t, double value) {
+    writes.push_back({t, false, value, at::Generator()});
+  };
   if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(&module)) {
-    linear->weight.normal_(0.0, std, draw.for_tensor(linear->weight, name));
+    normal(linear->weight);
     int64_t n = linear->weight.numel();
     if (linear->bias.defined()) {
-      linear->bias.zero_();
+      fill(linear->bias, 0.0);
       n += linear->bias.numel();
     }
     report.reset.push_back({name, "Linear", n});
@@ -199,11 +228,11 @@ inline void ReinitTopLayers::visit(torch::nn::Module& module, const std::string&
   } else if (auto* norm = dynamic_cast<torch::nn::LayerNormImpl*>(&module)) {
     int64_t n = 0;
     if (norm->weight.defined()) {
-      norm->weight.fill_(1.0);
+      fill(norm->weight, 1.0);
       n += norm->weight.numel();
     }
     if (norm->bias.defined()) {
-      norm->bias.zero_();
+      fill(norm->bias, 0.0);
       n += norm->bias.numel();
     }
     report.reset.push_back({name, "LayerNorm", n});
@@ -211,11 +240,17 @@ inline void ReinitTopLayers::visit(torch::nn::Module& module, const std::string&
     report.elements += n;
   } else if (auto* embedding = dynamic_cast<torch::nn::EmbeddingImpl*>(&module);
              embedding != nullptr && options_.reinit_embeddings()) {
-    auto& weight = embedding->weight;
-    weight.normal_(0.0, std, draw.for_tensor(weight, name));
+    const auto& weight = embedding->weight;
+    normal(weight);
     if (const auto& pad = embedding->options.padding_idx()) {
-      const int64_t row = *pad < 0 ? *pad + weight.size(0) : *pad;
-      weight[row].zero_();
+      const int64_t rows = weight.dim() > 0 ? weight.size(0) : 0;
+      const int64_t row = *pad < 0 ? *pad + rows : *pad;
+      if (row < 0 || row >= rows) {
+        throw std::invalid_argument("ReinitTopLayers: '" + name + "' has padding_idx " +
+                                    std::to_string(*pad) + " but " + std::to_string(rows) +
+                                    " rows");
+      }
+      fill(weight[row], 0.0);
     }
     report.reset.push_back({name, "Embedding", weight.numel()});
     ++report.embedding;
@@ -252,12 +287,22 @@ inline ReinitReport ReinitTopLayers::operator()(
     }
   }
   torch::NoGradGuard no_grad;
+  // Plan every write (and check every generator, device and dtype) first,
+  // then write: an invalid input throws with all modules untouched.
   Draw draw{std::move(generator), options_.seed(), {}};
-  for (const auto& [name, module] : extra) visit(*module, name, draw, report);
+  std::vector<Write> writes;
+  for (const auto& [name, module] : extra) plan(*module, name, draw, report, writes);
   for (int64_t i = size - 1; i >= size - n; --i) {
-    visit(*layers[static_cast<size_t>(i)], options_.layers_name() + "." + std::to_string(i), draw,
-          report);
+    plan(*layers[static_cast<size_t>(i)], options_.layers_name() + "." + std::to_string(i), draw,
+         report, writes);
     report.layer_indices.push_back(i);
+  }
+  for (auto& w : writes) {
+    if (w.normal) {
+      w.tensor.normal_(0.0, w.value, w.generator);
+    } else {
+      w.tensor.fill_(w.value);
+    }
   }
   return report;
 }

@@ -11,8 +11,6 @@ Writes into --out DIR:
   swa_lr.json       SWALR learning-rate trajectories (cos/linear, several
                     anneal lengths, several param groups) and a warm-up ->
                     SWALR composition as in the article's notebook.
-  swa_reinit.json   for tests/test_reinit.cpp: the notebook's re-initialization
-                    of the top layers and pooler with a seeded generator.
 """
 import argparse
 import copy
@@ -173,57 +171,6 @@ def composition():
             "lr_used": lrs, "final_lr": lr_of(opt)}
 
 
-class Block(torch.nn.Module):
-    """The block of tests/test_reinit.cpp (same registration order)."""
-
-    def __init__(self, h):
-        super().__init__()
-        self.attention = torch.nn.Sequential()
-        self.attention.add_module("query", torch.nn.Linear(h, h))
-        self.attention.add_module("LayerNorm", torch.nn.LayerNorm(h))
-        self.up = torch.nn.Linear(h, 4 * h)
-        self.down = torch.nn.Linear(4 * h, h, bias=False)
-        self.LayerNorm = torch.nn.LayerNorm(h)
-        self.table = torch.nn.Embedding(20, h, padding_idx=1)
-        self.conv = torch.nn.Conv1d(2, 2, 1)
-
-
-def reinit():
-    """Written for tests/test_reinit.cpp (kept in this script's swa_* files):
-    the notebook's _do_reinit (pooler first, then encoder.layer[-1], [-2], ...
-    through Module.apply) and HF's _init_weights for Embedding, with one
-    seeded CPU generator, on a stack of 4 blocks, top 2 re-initialized."""
-    h, n, seed, std = 8, 2, 1234, 0.02
-    torch.manual_seed(0)
-    layers = torch.nn.ModuleList([Block(h) for _ in range(4)])
-    pooler = torch.nn.Linear(h, h)
-    g = torch.Generator().manual_seed(seed)
-
-    def init(module):
-        if isinstance(module, torch.nn.Linear):
-            module.weight.data.normal_(mean=0.0, std=std, generator=g)
-            if module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, torch.nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        elif isinstance(module, torch.nn.Embedding):
-            module.weight.data.normal_(mean=0.0, std=std, generator=g)
-            module.weight.data[module.padding_idx].zero_()
-
-    with torch.no_grad():
-        pooler.apply(init)
-        for i in range(n):
-            layers[-(i + 1)].apply(init)
-    out = {"pooler." + k: flat(v) for k, v in pooler.named_parameters()}
-    for i in range(len(layers) - n, len(layers)):
-        for k, v in layers[i].named_parameters():
-            if not k.startswith("conv"):
-                out[f"layer.{i}.{k}"] = flat(v)
-    return {"hidden": h, "n": n, "seed": seed, "initializer_range": std,
-            "layers": len(layers), "padding_idx": 1, "num_embeddings": 20, "after": out}
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -234,9 +181,6 @@ def main():
         f.write("\n")
     with open(out / "swa_lr.json", "w") as f:
         json.dump({"swalr": swalr_cases(), "composition": composition()}, f)
-        f.write("\n")
-    with open(out / "swa_reinit.json", "w") as f:
-        json.dump(reinit(), f)
         f.write("\n")
 
 
