@@ -17,6 +17,9 @@ export(EXPORT finetuneTargets
   NAMESPACE finetune::
   FILE "${PROJECT_BINARY_DIR}/finetuneTargets.cmake")
 
+# The config includes it from its own folder, installed or in the build tree.
+configure_file("${PROJECT_SOURCE_DIR}/cmake/finetuneTorchWheel.cmake"
+  "${PROJECT_BINARY_DIR}/finetuneTorchWheel.cmake" COPYONLY)
 configure_package_config_file(
   "${PROJECT_SOURCE_DIR}/cmake/finetuneConfig.cmake.in"
   "${PROJECT_BINARY_DIR}/finetuneConfig.cmake"
@@ -29,4 +32,5 @@ write_basic_package_version_file(
 install(FILES
   "${PROJECT_BINARY_DIR}/finetuneConfig.cmake"
   "${PROJECT_BINARY_DIR}/finetuneConfigVersion.cmake"
+  "${PROJECT_BINARY_DIR}/finetuneTorchWheel.cmake"
   DESTINATION "${FINETUNE_CMAKE_INSTALL_DIR}")

@@ -3,7 +3,8 @@
 #   (b) vendored with add_subdirectory, and with FetchContent;
 #   (c) "copy a single header": each public header compiles on its own.
 # Outside projects are configured and built by `ctest --build-and-test`, with
-# the same compiler, build type and LibTorch as this build.
+# the same compiler, build type and LibTorch as this build, and nothing a user
+# would not pass: no linker flags (finetune::finetune carries what the wheel needs).
 
 set(_consumer_dir "${CMAKE_CURRENT_SOURCE_DIR}/consumer")
 set(_consumer_bin "${CMAKE_CURRENT_BINARY_DIR}/consumer")
@@ -12,8 +13,7 @@ set(_torch_options
   "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
   "-DCMAKE_BUILD_TYPE=${CMAKE_BUILD_TYPE}"
   "-DTorch_DIR=${Torch_DIR}"
-  "-DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX}"
-  "-DCMAKE_EXE_LINKER_FLAGS=${FINETUNE_TORCH_LINKER_FLAGS}")
+  "-DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX}")
 
 if(FINETUNE_INSTALL)
   add_test(NAME consumer_install
