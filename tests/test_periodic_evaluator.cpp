@@ -1,15 +1,19 @@
 // PeriodicEvaluator: schedule, best tracking, early stopping and log lines
 // against the article notebook's loop (tests/reference/ref_periodic_evaluator.py),
-// checkpoints, history, averaged weights, atomic writes, options.
-// Crash and resume in other processes: test_periodic_evaluator_crash.cpp.
+// checkpoints, history, averaged weights, atomic writes (unique temporary
+// names, a full disk, a failing folder fsync), the history's durability
+// contract, options. Crash and resume in other processes:
+// test_periodic_evaluator_crash.cpp.
 #include <finetune/periodic_evaluator.hpp>
 
 #include <torch/torch.h>
 
+#include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catch.hpp"
+#include "child_process.hpp"
 #include "golden.hpp"
 #include "test_helpers.hpp"
 
@@ -75,7 +80,28 @@ std::vector<std::string> files_in(const std::string& dir) {
 
 const auto kIgnoreLog = [](const std::string&) {};
 
+// Fault injection and observation of fsync (see fsync() below).
+bool g_fail_folder_fsync = false;
+std::vector<std::string> g_fsynced;  // what each successful fsync synced
+
 }  // namespace
+
+// This program's own fsync(): the calls of the finetune headers compiled into
+// it bind to this definition ahead of libc's. It records what each call syncs
+// and, while g_fail_folder_fsync is set, fails for folders with EIO as a
+// failing disk would.
+extern "C" int fsync(int fd) {
+  using Fn = int (*)(int);
+  static const Fn real = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "fsync"));
+  struct stat st {};
+  if (g_fail_folder_fsync && ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    errno = EIO;
+    return -1;
+  }
+  std::error_code ec;
+  g_fsynced.push_back(fs::read_symlink("/proc/self/fd/" + std::to_string(fd), ec).string());
+  return real(fd);
+}
 
 TEST_CASE("schedule, best, early stopping and printed lines equal the notebook's loop",
           "[periodic_evaluator]") {
@@ -298,7 +324,7 @@ TEST_CASE("checkpoints of a module load back with torch::load and hold the best 
   CHECK(torch::equal(loaded->weight, weights[3]));  // 0.7 at batch 3 is the best
   CHECK_FALSE(torch::equal(loaded->weight, model->weight));
   // No temporary file is left behind.
-  for (const auto& name : files_in(dir.path)) CHECK(name.find(".tmp.") == std::string::npos);
+  for (const auto& name : files_in(dir.path)) CHECK(name.find(".tmp") == std::string::npos);
 }
 
 TEST_CASE("averaged weights are evaluated and saved on their own best", "[periodic_evaluator]") {
@@ -389,12 +415,175 @@ TEST_CASE("atomic_write_file replaces whole files or nothing", "[periodic_evalua
   CHECK(read_text(path) == "two");
   // A writer that writes nothing is an error, not an empty file.
   REQUIRE_THROWS_WITH(finetune::atomic_write_file(path, [](const std::string&) {}),
-                      EVAL_CONTAINS("f.bin.tmp."));
+                      EVAL_CONTAINS("f.bin.tmp-"));
   CHECK(read_text(path) == "two");
   CHECK(files_in(dir.path) == std::vector<std::string>{"f.bin"});
   REQUIRE_THROWS_AS(finetune::atomic_write_file("", [](const std::string&) {}),
                     std::invalid_argument);
   REQUIRE_THROWS_AS(finetune::atomic_write_file(path, nullptr), std::invalid_argument);
+}
+
+TEST_CASE("temporary files have unique names: another writer's is never touched",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  const std::string path = dir.file("f.bin");
+  // What another process with our pid (another host or container sharing the
+  // folder) may be writing under the old `<path>.tmp.<pid>` scheme.
+  const std::string other = path + ".tmp." + std::to_string(::getpid());
+  std::ofstream(other) << "another writer's file";
+  std::vector<std::string> names;
+  for (const char* text : {"one", "two"}) {
+    finetune::atomic_write_file(path, [&](const std::string& p) {
+      names.push_back(p);
+      std::ofstream(p) << text;
+    });
+  }
+  finetune::atomic_write_text(path, "three");
+  CHECK(read_text(path) == "three");
+  CHECK(read_text(other) == "another writer's file");
+  REQUIRE(names.size() == 2);
+  CHECK(names[0] != names[1]);
+  for (const auto& name : names) {
+    CHECK(fs::path(name).parent_path() == fs::path(dir.path));  // same folder: rename is atomic
+    CHECK(fs::path(name).filename().string().rfind("f.bin.tmp-", 0) == 0);
+  }
+  std::vector<std::string> files = files_in(dir.path);
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{"f.bin", fs::path(other).filename().string()});
+  // The permissions of a plain new file (0666 less the umask), not mkstemp's 0600.
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == (0666 & ~mask));
+}
+
+TEST_CASE("a full disk leaves the old file whole and names the file", "[periodic_evaluator]") {
+  TempDir dir;
+  const std::string path = dir.file("state.txt");
+  finetune::atomic_write_text(path, "the good old contents\n");
+  const std::string big(64 * 1024, 'x');
+  SECTION("atomic_write_text checks every write") {
+    const std::string what = finetune_test::what_under_file_size_limit(
+        4096, [&] { finetune::atomic_write_text(path, big); });
+    CHECK_THAT(what, EVAL_CONTAINS("'" + path + "'"));
+    CHECK_THAT(what, EVAL_CONTAINS(std::strerror(EFBIG)));
+  }
+  SECTION("atomic_write_file with a stream the writer checks") {
+    const std::string what = finetune_test::what_under_file_size_limit(4096, [&] {
+      finetune::atomic_write_file(path, [&](const std::string& p) {
+        std::ofstream out(p, std::ios::binary);
+        out << big;
+        out.close();
+        if (!out) throw std::runtime_error("writing '" + p + "' failed");
+      });
+    });
+    CHECK_THAT(what, EVAL_CONTAINS(path + ".tmp-"));
+  }
+  CHECK(read_text(path) == "the good old contents\n");
+  CHECK(files_in(dir.path) == std::vector<std::string>{"state.txt"});  // no temporary left
+}
+
+TEST_CASE("a full disk while saving a module's checkpoint: an error, the old checkpoint stays",
+          "[periodic_evaluator]") {
+  // LibTorch's own file writer ends the process here (it throws from a
+  // destructor); module_saver serializes in memory and checks its writes.
+  TempDir dir;
+  torch::manual_seed(0);
+  torch::nn::Linear model(128, 128);  // made before fork(): 64 KiB of weights
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0), *model,
+      kIgnoreLog);
+  {
+    torch::NoGradGuard no_grad;
+    model->weight.zero_();
+  }
+  evaluator.step(0, 0, 3, [] { return 0.9; });  // checkpoint 1: zero weights
+  const std::string before = read_text(evaluator.best_checkpoint_path());
+  {
+    torch::NoGradGuard no_grad;
+    model->weight.fill_(1.0);
+  }
+  const std::string what = finetune_test::what_under_file_size_limit(
+      32 * 1024, [&] { evaluator.step(0, 1, 3, [] { return 0.8; }); });
+  CHECK_THAT(what, EVAL_CONTAINS(evaluator.best_checkpoint_path() + ".tmp-"));
+  CHECK_THAT(what, EVAL_CONTAINS(std::strerror(EFBIG)));
+  CHECK(read_text(evaluator.best_checkpoint_path()) == before);
+  std::vector<std::string> files = files_in(dir.path);
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{"best.pt", "history.csv"});
+}
+
+TEST_CASE("a failing folder fsync: the file is replaced, the error says so",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  const std::string path = dir.file("f.txt");
+  finetune::atomic_write_text(path, "old");
+  g_fail_folder_fsync = true;
+  std::string what;
+  try {
+    finetune::atomic_write_text(path, "new");
+  } catch (const finetune::FolderSyncError& e) {
+    what = e.what();
+  }
+  g_fail_folder_fsync = false;
+  CHECK_THAT(what, EVAL_CONTAINS("'" + path + "' was replaced"));
+  CHECK(read_text(path) == "new");
+}
+
+TEST_CASE("a failing folder fsync after the checkpoint's rename leaves a coherent state",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  int64_t current = 0;
+  std::vector<std::string> lines;
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0).patience(5),
+      [&](const std::string& p) { std::ofstream(p) << "checkpoint " << current; },
+      [&](const std::string& line) { lines.push_back(line); });
+  current = 1;
+  evaluator.step(0, 0, 5, [] { return 0.9; });
+  current = 2;
+  g_fail_folder_fsync = true;
+  // The checkpoint is renamed into place, then the folder fsync fails: the
+  // step completes as for a save (the state follows the file on disk) and
+  // reports the error at its end.
+  REQUIRE_THROWS_AS(evaluator.step(0, 1, 5, [] { return 0.8; }), std::runtime_error);
+  g_fail_folder_fsync = false;
+  CHECK(read_text(evaluator.best_checkpoint_path()) == "checkpoint 2");
+  CHECK(evaluator.best() == 0.8);
+  CHECK(evaluator.num_evaluations() == 2);
+  CHECK(evaluator.evaluations_without_improvement() == 0);
+  CHECK(evaluator.global_step() == 2);
+  const auto rows = read_lines(evaluator.history_path());
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[2] == "0,1,2,raw,0.80000000000000004,0.80000000000000004,1");
+  REQUIRE(lines.size() == 2);
+  CHECK_THAT(lines[1], EVAL_CONTAINS("checkpoint saved."));
+  // And it goes on: a worse value is no improvement over the new best.
+  current = 3;
+  evaluator.step(0, 2, 5, [] { return 0.85; });
+  CHECK(evaluator.best() == 0.8);
+  CHECK(read_text(evaluator.best_checkpoint_path()) == "checkpoint 2");
+}
+
+TEST_CASE("every history row is fsynced before step() returns", "[periodic_evaluator]") {
+  TempDir dir;
+  PeriodicEvaluator evaluator(
+      PeriodicEvaluatorOptions(dir.path).eval_every(2).eval_every_from_epoch(0).patience(100),
+      PeriodicEvaluator::SaveFn(), kIgnoreLog);
+  const std::string history = fs::canonical(dir.path).string() + "/history.csv";
+  int64_t evaluations = 0;
+  for (int64_t i = 0; i < 7; ++i) {
+    g_fsynced.clear();
+    evaluator.step(0, i, 7, [&] { return 1.0 - 0.01 * static_cast<double>(i); });
+    const bool evaluated = evaluator.evaluated_last_step();
+    evaluations += evaluated ? 1 : 0;
+    INFO("batch " << i);
+    CHECK(std::count(g_fsynced.begin(), g_fsynced.end(), history) == (evaluated ? 1 : 0));
+    CHECK(static_cast<int64_t>(read_lines(evaluator.history_path()).size()) == evaluations + 1);
+  }
+  CHECK(evaluations == evaluator.num_evaluations());
+  CHECK(evaluations >= 2);
 }
 
 TEST_CASE("log lines print the metric like Python's round(x, 4)", "[periodic_evaluator]") {
@@ -449,6 +638,8 @@ TEST_CASE("state save/load: a fresh evaluator continues exactly like an uninterr
       finetune::atomic_write_file(state, [&](const std::string& p) { torch::save(first, p); });
       run(first, k + 1, k + 8);  // then "crashes": these rows must not stay
     }
+    // ... in the middle of a row: a torn last row after the saved position.
+    std::ofstream(dir.file("history.csv"), std::ios::app) << "5,3,48,raw,0.61";
     PeriodicEvaluator resumed(options(dir.path), saver, kIgnoreLog);
     torch::load(resumed, state);
     CHECK(resumed.global_step() == std::min<int64_t>(k, 34));  // no steps after the stop
@@ -473,6 +664,15 @@ TEST_CASE("state save/load: a fresh evaluator continues exactly like an uninterr
     torch::save(a, state);
     PeriodicEvaluator max_mode(options(dir.path).mode(MetricMode::max), saver, kIgnoreLog);
     REQUIRE_THROWS_WITH(torch::load(max_mode, state), EVAL_CONTAINS("mode min"));
+    // A short tail: rows the state counts are gone (rows are fsynced before
+    // step() returns, so no crash or power loss does this). Whole rows or
+    // half of the last one: rejected, naming the file.
+    const auto saved_size = static_cast<int64_t>(fs::file_size(a.history_path()));
+    fs::resize_file(a.history_path(), static_cast<uintmax_t>(saved_size - 5));
+    PeriodicEvaluator torn(options(dir.path), saver, kIgnoreLog);
+    REQUIRE_THROWS_WITH(torch::load(torn, state),
+                        EVAL_CONTAINS("history '" + a.history_path() + "' has " +
+                                      std::to_string(saved_size - 5) + " bytes"));
     fs::resize_file(a.history_path(), 10);
     PeriodicEvaluator b(options(dir.path), saver, kIgnoreLog);
     REQUIRE_THROWS_WITH(torch::load(b, state), EVAL_CONTAINS("has 10 bytes"));

@@ -12,7 +12,6 @@
 #include <torch/torch.h>
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -33,6 +32,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "child_process.hpp"
 #include "test_helpers.hpp"
 
 extern char** environ;
@@ -47,6 +47,7 @@ constexpr int kAckFd = 3;                     // the child's end of the acknowle
 constexpr int64_t kPayloadSize = 512 * 1024;  // int64 elements: 4 MiB per checkpoint
 constexpr int64_t kStride = 1000003;
 
+using finetune_test::read_ack;
 using finetune_test::TempDir;
 
 std::string env_or_empty(const char* name) {
@@ -107,21 +108,6 @@ pid_t spawn_self(const std::string& tag, const std::vector<std::string>& env, in
   return pid;
 }
 
-// Reads one 8-byte acknowledgement; false at EOF or after timeout_ms.
-bool read_ack(int fd, int64_t* value, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, timeout_ms) <= 0) return false;
-  size_t got = 0;
-  char* out = reinterpret_cast<char*>(value);
-  while (got < sizeof(int64_t)) {
-    const ssize_t n = ::read(fd, out + got, sizeof(int64_t) - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // --- the resume scenario, shared by the child and the parent ---------------
 constexpr int64_t kBatches = 11;
 constexpr int64_t kEpochs = 7;
@@ -136,6 +122,7 @@ double averaged_metric(int64_t s) { return 0.48 + 0.3 * std::exp(-s / 25.0) + 0.
 struct Scenario {
   int64_t current = 0;  // global step being run, written into checkpoints
   std::vector<std::string> lines;
+  std::vector<int64_t> line_steps;  // the global step each line was logged at
   PeriodicEvaluator evaluator;
 
   explicit Scenario(const std::string& dir)
@@ -144,7 +131,18 @@ struct Scenario {
             [this](const std::string& p) {
               torch::save(torch::full({5}, static_cast<double>(current), torch::kDouble), p);
             },
-            [this](const std::string& line) { lines.push_back(line); }) {}
+            [this](const std::string& line) {
+              lines.push_back(line);
+              line_steps.push_back(current);
+            }) {}
+
+  // The lines logged after global step k.
+  std::vector<std::string> lines_after(int64_t k) const {
+    std::vector<std::string> after;
+    for (size_t i = 0; i < lines.size(); ++i)
+      if (line_steps[i] > k) after.push_back(lines[i]);
+    return after;
+  }
 
   // Runs global steps first..last (1-based); true once the evaluator stops.
   bool run(int64_t first, int64_t last) {
@@ -274,16 +272,20 @@ TEST_CASE("SIGKILL at random moments never leaves a torn best checkpoint",
 
     for (const auto& entry : fs::directory_iterator(dir.path)) {
       const std::string name = entry.path().filename().string();
-      if (name.rfind("best.pt.tmp.", 0) == 0) {
+      if (name.rfind("best.pt.tmp-", 0) == 0) {
         ++mid_write_kills;
         fs::remove(entry.path());
       }
     }
   }
-  // Not asserted (timing): how often the kill landed inside a write.
-  WARN("SIGKILL during a checkpoint write in " << mid_write_kills << " of " << kKills << " runs; "
+  // The kills did land inside writes (a temporary file was left), so the
+  // checks above saw interrupted writes, not only finished ones. The child
+  // spends most of its time writing (23 of 30 on the project's machine); 5
+  // leaves room for timing on other machines.
+  INFO("SIGKILL during a checkpoint write in " << mid_write_kills << " of " << kKills << " runs; "
                                                << acknowledged_total
                                                << " checkpoints acknowledged in all");
+  REQUIRE(mid_write_kills >= 5);
 }
 
 TEST_CASE("a run resumed in a new process from its saved state ends like an uninterrupted run",
@@ -317,10 +319,11 @@ TEST_CASE("a run resumed in a new process from its saved state ends like an unin
     resumed.run(resumed.evaluator.global_step() + 1, total);
 
     CHECK(read_text(resumed.evaluator.history_path()) == whole_history);
-    // The resumed run prints what the uninterrupted one printed after step k.
-    REQUIRE(resumed.lines.size() <= whole.lines.size());
-    CHECK(std::equal(resumed.lines.begin(), resumed.lines.end(),
-                     whole.lines.end() - static_cast<std::ptrdiff_t>(resumed.lines.size())));
+    // The resumed run prints what the uninterrupted one printed after step k:
+    // those very lines, none missing, and some unless the run had stopped.
+    const std::vector<std::string> expected = whole.lines_after(k);
+    if (k < whole.evaluator.global_step()) REQUIRE_FALSE(expected.empty());
+    CHECK(resumed.lines == expected);
     CHECK(resumed.evaluator.best() == whole.evaluator.best());
     CHECK(resumed.evaluator.best_averaged() == whole.evaluator.best_averaged());
     CHECK(resumed.evaluator.global_step() == whole.evaluator.global_step());

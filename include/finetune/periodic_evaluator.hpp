@@ -20,14 +20,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -42,24 +47,54 @@ namespace finetune {
 // Declarations
 // ---------------------------------------------------------------------------
 
-/// Writes `path` so that, whatever happens (exception, crash, SIGKILL, power
-/// loss after return), `path` holds either its previous contents or the
-/// complete new contents, never a torn file.
+/// Writes `path` so that, whatever happens (exception, crash, SIGKILL, full
+/// disk, power loss after return), `path` holds either its previous contents
+/// or the complete new contents, never a torn or short file.
 ///
-/// `writer(tmp)` writes the new contents to `tmp`, a temporary file in the
-/// same folder (`<path>.tmp.<pid>`); that file is fsynced, renamed over
-/// `path`, and the folder is fsynced so that the rename itself is durable.
-/// One writer per `path` at a time.
+/// `writer(tmp)` writes the new contents to `tmp`, a temporary file created
+/// empty and exclusively (mkstemp) in the same folder as `<path>.tmp-XXXXXX`,
+/// a name no other writer, process, host or container can hold at the same
+/// time. That file is fsynced, renamed over `path`, and the folder is fsynced
+/// so that the rename itself is durable. The new file gets the permissions a
+/// plain open() would give it (0666 less the umask).
+///
+/// The writer must report its own write errors by throwing: a
+/// `std::ofstream` does not throw, so check it after closing it, or write
+/// text with atomic_write_text instead, which checks every write. Beware
+/// `torch::save(x, path)`: when a write fails (a full disk) LibTorch throws
+/// from a destructor and the process ends; serialize into a
+/// `std::ostringstream` (`torch::save(x, stream)`) and pass `stream.str()` to
+/// atomic_write_text instead (PeriodicEvaluator::module_saver does that).
 ///
 /// @param path   Final file name.
 /// @param writer Writes a complete file to the path it is given, e.g.
 ///               `[&](const std::string& p) { torch::save(model, p); }`.
+///               A writer that leaves the temporary file empty is an error.
 /// @throws std::invalid_argument if `path` is empty or `writer` is empty.
-/// @throws std::runtime_error naming the file on an I/O error (the temporary
-///         file is removed; `path` is untouched). Exceptions of `writer`
-///         propagate after the temporary file is removed.
+/// @throws FolderSyncError if everything but the final folder fsync
+///         succeeded: `path` already holds the new contents.
+/// @throws std::runtime_error naming the file on any other I/O error (the
+///         temporary file is removed; `path` is untouched). Exceptions of
+///         `writer` propagate after the temporary file is removed.
 inline void atomic_write_file(const std::string& path,
                               const std::function<void(const std::string&)>& writer);
+
+/// atomic_write_file for contents already in memory: writes `contents` to the
+/// temporary file, checking every write() (a full disk, a quota or a file
+/// size limit is a std::runtime_error naming `path`, and `path` keeps its
+/// old contents), then fsync, rename and folder fsync as above.
+/// @throws std::invalid_argument if `path` is empty.
+/// @throws FolderSyncError, std::runtime_error as atomic_write_file.
+inline void atomic_write_text(const std::string& path, const std::string& contents);
+
+/// Thrown by atomic_write_file / atomic_write_text when the new file is
+/// already in place under its final name but the fsync of its folder failed:
+/// readers see the new contents, but after a power loss the folder may still
+/// point at the old file. PeriodicEvaluator treats the save as done (its
+/// state follows the file on disk) and throws this at the end of step().
+struct FolderSyncError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 /// Whether lower (RMSE, loss) or higher (accuracy) metric values are better.
 enum class MetricMode { min, max };
@@ -185,6 +220,14 @@ class PeriodicEvaluator {
   /// Call once per optimizer step, after it. Evaluates when due (see the
   /// class comment). Returns true when the loop should stop (early stopping,
   /// ensmallen-callback style), then and on every later call.
+  ///
+  /// Each history row is written with one write() and fsynced before step()
+  /// returns. A failed save throws at once and changes nothing; a failed
+  /// history write throws at once and leaves whole rows only. An fsync that
+  /// fails after its write took effect (the folder's after a checkpoint's
+  /// rename: FolderSyncError; the history's) does not stop the step: best
+  /// values, counters, history and log follow what is on disk, and the first
+  /// such error is thrown when the step is done.
   bool step(int64_t epoch, int64_t batch, int64_t batches_in_epoch, const EvaluateFn& evaluate);
 
   /// Same, and when due also evaluates the averaged weights with
@@ -222,13 +265,18 @@ class PeriodicEvaluator {
   /// Saves the state (best values, counters, global step, history position)
   /// so that load() into a fresh evaluator with the same options continues
   /// exactly like an uninterrupted run. `torch::save(evaluator, path)` works
-  /// too (through operator<<); write the file with atomic_write_file.
+  /// too (through operator<<); write the file atomically, e.g.
+  /// `std::ostringstream s; torch::save(evaluator, s);
+  /// finetune::atomic_write_text(path, s.str());`.
   void save(torch::serialize::OutputArchive& archive) const;
   /// Restores what save() wrote. The history file is cut back to the saved
   /// position (rows written after the state was saved, by a run that then
-  /// crashed, are dropped and will be written again). Throws
-  /// std::invalid_argument on a missing key, a different mode, or a history
-  /// file shorter than the saved position.
+  /// crashed, are dropped and will be written again, a torn last row
+  /// included). Throws std::invalid_argument on a missing key, a different
+  /// mode, or a history file shorter than the saved position: every row is
+  /// fsynced before step() returns, so that happens only when the file was
+  /// cut or replaced after the state was saved, not after a crash or power
+  /// loss.
   void load(torch::serialize::InputArchive& archive);
 
   PeriodicEvaluator(const PeriodicEvaluator&) = delete;
@@ -242,6 +290,7 @@ class PeriodicEvaluator {
   void record(const EvaluationRecord& r);
   void log_evaluation(const EvaluationRecord& r, bool per_batch, bool saved);
   void close_history();
+  void defer_error(std::exception_ptr error);
 
   PeriodicEvaluatorOptions options_;
   SaveFn save_;
@@ -262,6 +311,9 @@ class PeriodicEvaluator {
   // False until the first row: a fresh evaluator then starts a new file, a
   // loaded one appends after the (already cut back) saved position.
   bool history_resumed_ = false;
+  // An I/O error that came after the write it concerns had taken effect
+  // (folder or history fsync): step() finishes, then throws it.
+  std::exception_ptr deferred_error_;
 };
 
 /// torch::save(evaluator, path) / torch::load(evaluator, path).
@@ -288,6 +340,16 @@ namespace detail {
 
 inline std::string errno_message(int error) { return std::strerror(error); }
 
+// fsync(fd), retrying on EINTR; EINVAL (the file system cannot sync this,
+// e.g. some folders) counts as done. Returns 0 or the errno.
+inline int fsync_fd(int fd) {
+  int rc;
+  do {
+    rc = ::fsync(fd);
+  } while (rc != 0 && errno == EINTR);
+  return rc != 0 && errno != EINVAL ? errno : 0;
+}
+
 // fsync of a file or folder by name (fsync works on read-only descriptors).
 inline void fsync_path(const std::string& path, int flags) {
   int fd;
@@ -298,14 +360,9 @@ inline void fsync_path(const std::string& path, int flags) {
     throw std::runtime_error("finetune: cannot open '" + path +
                              "' to fsync: " + errno_message(errno));
   }
-  int rc;
-  do {
-    rc = ::fsync(fd);
-  } while (rc != 0 && errno == EINTR);
-  const int error = errno;
+  const int error = fsync_fd(fd);
   ::close(fd);
-  // EINVAL: the file system does not support syncing this (e.g. some folders).
-  if (rc != 0 && error != EINVAL) {
+  if (error != 0) {
     throw std::runtime_error("finetune: fsync of '" + path + "' failed: " + errno_message(error));
   }
 }
@@ -316,18 +373,98 @@ inline std::string parent_folder(const std::string& path) {
 }
 
 // Writes all of `text` with as few write() calls as the kernel allows (one for
-// short lines), so that a killed process leaves whole history rows.
-inline void write_all(int fd, const std::string& text, const std::string& path) {
+// short lines), so that a killed process leaves whole history rows. `what`
+// names the file in errors (a full disk is ENOSPC, a file size limit EFBIG).
+inline void write_all(int fd, const std::string& text, const std::string& what) {
   const char* data = text.data();
   size_t left = text.size();
   while (left > 0) {
     const ssize_t n = ::write(fd, data, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("finetune: writing '" + path + "' failed: " + errno_message(errno));
+      throw std::runtime_error("finetune: writing " + what + " failed: " + errno_message(errno));
     }
     data += n;
     left -= static_cast<size_t>(n);
+  }
+}
+
+// Writes `contents` to `path` (created or truncated), every write checked.
+inline void write_file(const std::string& path, const std::string& contents) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    throw std::runtime_error("finetune: cannot open '" + path +
+                             "' for writing: " + errno_message(errno));
+  }
+  try {
+    write_all(fd, contents, "'" + path + "'");
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) {
+    throw std::runtime_error("finetune: closing '" + path + "' failed: " + errno_message(errno));
+  }
+}
+
+// The permissions open(path, O_CREAT, 0666) would give a new file: 0666 less
+// the umask, read from /proc (umask() itself sets it: not thread-safe);
+// 0644 where /proc does not tell.
+inline mode_t new_file_mode() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Umask:", 0) != 0) continue;
+    try {
+      return static_cast<mode_t>(0666 & ~std::stoul(line.substr(6), nullptr, 8));
+    } catch (const std::exception&) {
+      break;
+    }
+  }
+  return 0644;
+}
+
+// A new empty file `<path>.tmp-XXXXXX` beside `path`, created exclusively
+// (mkstemp: unique across processes, hosts and containers sharing the
+// folder), with new_file_mode(). Returns its name; *fd receives the open
+// descriptor.
+inline std::string create_temp_beside(const std::string& path, int* fd) {
+  const std::string pattern = path + ".tmp-XXXXXX";
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  *fd = ::mkstemp(name.data());
+  if (*fd < 0) {
+    throw std::runtime_error("finetune: cannot create a temporary file '" + pattern + "' for '" +
+                             path + "': " + errno_message(errno));
+  }
+  const std::string tmp = name.data();
+  if (::fcntl(*fd, F_SETFD, FD_CLOEXEC) != 0 || ::fchmod(*fd, new_file_mode()) != 0) {
+    const int error = errno;
+    ::close(*fd);
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("finetune: cannot set up the temporary file '" + tmp +
+                             "': " + errno_message(error));
+  }
+  return tmp;
+}
+
+// Renames the complete, fsynced `tmp` over `path`, then fsyncs the folder.
+inline void commit_temp(const std::string& tmp, const std::string& path) {
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("finetune: cannot rename '" + tmp + "' to '" + path +
+                             "': " + errno_message(error));
+  }
+  // The rename is an entry in the folder: sync the folder too.
+  try {
+    fsync_path(parent_folder(path), O_RDONLY | O_DIRECTORY);
+  } catch (const std::runtime_error& e) {
+    throw FolderSyncError(std::string(e.what()) + " (after '" + path +
+                          "' was replaced: it holds the new contents, which may not survive a "
+                          "power loss)");
   }
 }
 
@@ -379,23 +516,62 @@ inline void atomic_write_file(const std::string& path,
   if (path.empty()) throw std::invalid_argument("finetune: atomic_write_file: empty path");
   if (!writer)
     throw std::invalid_argument("finetune: atomic_write_file: empty writer for '" + path + "'");
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = -1;
+  const std::string tmp = detail::create_temp_beside(path, &fd);
+  ::close(fd);  // the writer opens the file by its name
   try {
     writer(tmp);
     // Data on disk before the rename makes it visible under the final name.
-    detail::fsync_path(tmp, O_RDONLY);
+    do {
+      fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      throw std::runtime_error("finetune: cannot open '" + tmp + "' (for '" + path +
+                               "') to fsync: " + detail::errno_message(errno));
+    }
+    struct stat st {};
+    const bool empty = ::fstat(fd, &st) == 0 && st.st_size == 0;
+    const int error = detail::fsync_fd(fd);
+    ::close(fd);
+    if (empty) {
+      throw std::runtime_error("finetune: atomic_write_file: the writer wrote nothing to '" + tmp +
+                               "' (for '" + path + "')");
+    }
+    if (error != 0) {
+      throw std::runtime_error("finetune: fsync of '" + tmp + "' (for '" + path +
+                               "') failed: " + detail::errno_message(error));
+    }
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
+  detail::commit_temp(tmp, path);
+}
+
+inline void atomic_write_text(const std::string& path, const std::string& contents) {
+  if (path.empty()) throw std::invalid_argument("finetune: atomic_write_text: empty path");
+  int fd = -1;
+  const std::string tmp = detail::create_temp_beside(path, &fd);
+  try {
+    detail::write_all(fd, contents, "'" + path + "' (through '" + tmp + "')");
+    const int error = detail::fsync_fd(fd);
+    if (error != 0) {
+      throw std::runtime_error("finetune: fsync of '" + tmp + "' (for '" + path +
+                               "') failed: " + detail::errno_message(error));
+    }
+    // close() can report a deferred write error (NFS): the file is not good then.
+    const int closed = ::close(fd);
+    fd = -1;
+    if (closed != 0) {
+      throw std::runtime_error("finetune: closing '" + tmp + "' (for '" + path +
+                               "') failed: " + detail::errno_message(errno));
+    }
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
-    throw std::runtime_error("finetune: cannot rename '" + tmp + "' to '" + path +
-                             "': " + detail::errno_message(error));
+    throw;
   }
-  // The rename is an entry in the folder: sync the folder too.
-  detail::fsync_path(detail::parent_folder(path), O_RDONLY | O_DIRECTORY);
+  detail::commit_temp(tmp, path);
 }
 
 inline std::string format_metric_like_python_round4(double value) {
@@ -459,7 +635,12 @@ inline PeriodicEvaluator::SaveFn PeriodicEvaluator::module_saver(const torch::nn
   return [target](const std::string& path) {
     torch::serialize::OutputArchive archive;
     target->save(archive);
-    archive.save_to(path);
+    // Serialized in memory, written with every write() checked: LibTorch's
+    // own file writer throws from a destructor when a write fails (a full
+    // disk), which ends the process.
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    detail::write_file(path, bytes.str());
   };
 }
 
@@ -573,6 +754,7 @@ inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batche
   last_batch_ = batch;
   if (!due) return false;
   const bool per_batch = epoch >= options_.eval_every_from_epoch();
+  deferred_error_ = nullptr;
 
   auto evaluate_weights = [&](const EvaluateFn& fn, const SaveFn& save, double& best,
                               const std::string& path, const char* weights) {
@@ -584,7 +766,15 @@ inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batche
     r.metric = fn();
     r.improved = better(r.metric, best);
     // Save before updating the state: a failed save leaves the best unchanged.
-    if (r.improved && save) atomic_write_file(path, save);
+    // A failed folder fsync comes after the rename: the new checkpoint is in
+    // place, so the state follows it and the error is thrown after the step.
+    if (r.improved && save) {
+      try {
+        atomic_write_file(path, save);
+      } catch (const FolderSyncError&) {
+        defer_error(std::current_exception());
+      }
+    }
     if (r.improved) best = r.metric;
     r.best = best;
     record(r);
@@ -604,7 +794,12 @@ inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batche
     stopped_ = true;
     if (log_) log_("Early stopping triggered!");
   }
+  if (deferred_error_) std::rethrow_exception(std::exchange(deferred_error_, nullptr));
   return stopped_;
+}
+
+inline void PeriodicEvaluator::defer_error(std::exception_ptr error) {
+  if (!deferred_error_) deferred_error_ = std::move(error);  // the first one is reported
 }
 
 inline void PeriodicEvaluator::log_evaluation(const EvaluationRecord& r, bool per_batch,
@@ -633,6 +828,12 @@ inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
                                "': " + detail::errno_message(errno));
     }
     history_resumed_ = true;
+    // The file may be new: its folder entry must be durable like its rows.
+    try {
+      detail::fsync_path(detail::parent_folder(path), O_RDONLY | O_DIRECTORY);
+    } catch (const std::runtime_error& e) {
+      defer_error(std::make_exception_ptr(FolderSyncError(e.what())));
+    }
   }
   std::string text;
   const bool csv = options_.history_format() == HistoryFormat::csv;
@@ -648,9 +849,25 @@ inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
             ",\"best\":" + detail::json_number(r.best) +
             ",\"improved\":" + (r.improved ? "true" : "false") + "}\n";
   }
-  detail::write_all(history_fd_, text, path);
+  try {
+    detail::write_all(history_fd_, text, "history '" + path + "'");
+  } catch (...) {
+    // No part of a row stays behind (a full disk can take half a row): the
+    // file keeps whole rows only, ending at history_bytes_.
+    if (::ftruncate(history_fd_, static_cast<off_t>(history_bytes_)) != 0) {
+      // Left as it is: load() of a state saved before cuts it away anyway.
+    }
+    throw;
+  }
   history_bytes_ += static_cast<int64_t>(text.size());
   ++history_rows_;
+  // Durable before step() returns: a state saved after it never expects rows
+  // that a power loss took away (see load()).
+  const int error = detail::fsync_fd(history_fd_);
+  if (error != 0) {
+    defer_error(std::make_exception_ptr(std::runtime_error(
+        "finetune: fsync of history '" + path + "' failed: " + detail::errno_message(error))));
+  }
 }
 
 inline void PeriodicEvaluator::save(torch::serialize::OutputArchive& archive) const {
@@ -712,9 +929,13 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
     const bool exists = std::filesystem::exists(path, ec);
     const int64_t size = exists ? static_cast<int64_t>(std::filesystem::file_size(path, ec)) : 0;
     if (ec || size < bytes) {
-      throw std::invalid_argument("finetune: PeriodicEvaluator::load: history '" + path + "' has " +
-                                  std::to_string(size) + " bytes, the state expects " +
-                                  std::to_string(bytes));
+      // Rows are fsynced before step() returns, so a state saved after them
+      // never outlives them: a shorter file was cut or replaced since.
+      throw std::invalid_argument(
+          "finetune: PeriodicEvaluator::load: history '" + path + "' has " + std::to_string(size) +
+          " bytes, the state expects " + std::to_string(bytes) +
+          " (rows the state counts are missing: the file was cut or replaced after the state "
+          "was saved, or belongs to another run)");
     }
     close_history();
     // Rows written after the state was saved belong to the interrupted run.
