@@ -11,4 +11,5 @@
 #include "finetune/periodic_evaluator.hpp"
 #include "finetune/reinit.hpp"
 #include "finetune/swa.hpp"
+#include "finetune/unfreezing.hpp"
 #include "finetune/version.hpp"

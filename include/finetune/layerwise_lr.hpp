@@ -136,6 +136,12 @@ struct LayerwiseLROptions {
   /// notebook's grouped layout) instead of one per (block, decay) pair.
   /// Default false.
   TORCH_ARG(bool, per_parameter) = false;
+  /// Put frozen parameters (requires_grad false) into their groups too, so
+  /// that unfreezing them later (GradualUnfreezing) needs no new optimizer
+  /// groups: optimizers skip a parameter until it has a gradient. Default
+  /// false (frozen parameters are left out, as the notebook's optimizer
+  /// never sees them).
+  TORCH_ARG(bool, include_frozen) = false;
 
  public:
 };
@@ -158,7 +164,8 @@ struct LRGroupInfo {
 /// the bottom set holding the embeddings; none: one), then the catch-all;
 /// inside a block the no-decay group comes before the decay group (split
 /// only when weight_decay != 0). This is the notebook's layer-wise order.
-/// Empty groups are left out. Frozen parameters (requires_grad false) and
+/// Empty groups are left out. Frozen parameters (requires_grad false, unless
+/// include_frozen is set) and
 /// repeats of one tensor are skipped; every other parameter lands in exactly
 /// one group. A parameter that no rule matches throws std::invalid_argument
 /// naming it, unless catch_all is set.
@@ -368,7 +375,7 @@ LayerwiseLRGroups<OptimizerOptions>::LayerwiseLRGroups(
       }
       highest = std::max(highest, id.index);
     }
-    if (!t.requires_grad()) continue;
+    if (!t.requires_grad() && !o.include_frozen()) continue;
     if (!seen.insert(t.unsafeGetTensorImpl()).second) continue;  // tied weights: first name wins
     if (id.kind == LayerId::Kind::unmatched && !o.catch_all()) {
       throw std::invalid_argument(

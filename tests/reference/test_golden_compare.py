@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from golden_compare import RULES, Exact, Numeric, compare_file, rule_for, ulps32  # noqa: E402
+from golden_compare import RULES, Exact, Numeric, compare_file, move_ulps, rule_for  # noqa: E402
 
 GOLDEN = HERE.parent / "golden"
 
@@ -53,6 +53,19 @@ def safetensors_map(data: bytes, fn) -> bytes:
         values = np.frombuffer(bytes(body[begin:end]), dtype=np.float32).copy()
         body[begin:end] = fn(name, values).astype(np.float32).tobytes()
     return data[:8 + n] + bytes(body)
+
+
+def last_float(doc, path="$"):
+    """(container, key, path as golden_compare names it) of the last float in doc."""
+    found = None
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for key, value in items:
+        where = f"{path}.{key}" if isinstance(doc, dict) else f"{path}[{key}]"
+        if type(value) is float:
+            found = (doc, key, where)
+        elif isinstance(value, (dict, list)):
+            found = last_float(value, where) or found
+    return found
 
 
 def float_values(path: Path) -> list:
@@ -104,12 +117,12 @@ class GoldenCheckTest(unittest.TestCase):
         for rel, rule in self.numeric_goldens():
             original = (GOLDEN / rel).read_bytes()
             for ulps in (rule.rounding_ulps, -rule.rounding_ulps):
+                move = lambda x: move_ulps(x, ulps, rule.ulp_dtype)  # noqa: E731
                 if rel.endswith(".json"):
-                    moved = json.dumps(map_floats(json.loads(original),
-                                                  lambda x: ulps32(x, ulps))).encode()
+                    moved = json.dumps(map_floats(json.loads(original), move)).encode()
                 else:
                     moved = safetensors_map(original, lambda _, v: np.array(
-                        [ulps32(float(x), ulps) for x in v]))
+                        [move(float(x)) for x in v]))
                 self.assertNotEqual(moved, original)
                 result = self.check(rel, moved)
                 self.assertTrue(result.same, f"{rel} moved by {ulps} ulp: {result.detail}")
@@ -119,20 +132,22 @@ class GoldenCheckTest(unittest.TestCase):
             original = (GOLDEN / rel).read_bytes()
             if rel.endswith(".json"):
                 doc = json.loads(original)
-                doc["cases"][1]["after"][4]["3.weight"][2] += 3 * rule.atol + 3 * rule.rtol
+                parent, key, where = last_float(doc)
+                parent[key] += 3 * rule.atol + 3 * rule.rtol * abs(parent[key])
                 moved = json.dumps(doc).encode()
-                where = "$.cases[1].after[4].3.weight[2]"
             else:
                 first = {}
 
                 def bump(name, v):
-                    if not first:
-                        first[name] = True
+                    if not first and v.size:
+                        i = v.size // 2
+                        first[name] = i
                         v = v.copy()
-                        v[5] += np.float32(3 * rule.atol + 3 * rule.rtol * abs(float(v[5])))
+                        v[i] += np.float32(3 * rule.atol + 3 * rule.rtol * abs(float(v[i])))
                     return v
                 moved = safetensors_map(original, bump)
-                where = f"{next(iter(first))}[5]"
+                name, i = next(iter(first.items()))
+                where = f"{name}[{i}]"
             result = self.check(rel, moved)
             self.assertFalse(result.same, rel)
             self.assertIn(where, result.detail)
