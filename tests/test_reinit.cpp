@@ -259,7 +259,8 @@ TEST_CASE("ReinitTopLayers checks every module before its first write", "[reinit
     CHECK(torch::equal(stack.pooler->bias, pooler_before[1]));
     size_t k = 0;
     for (size_t i = 0; i < 2; ++i)
-      for (const auto& p : stack.list->ptr(i)->parameters()) CHECK(torch::equal(p, lower_before[k++]));
+      for (const auto& p : stack.list->ptr(i)->parameters())
+        CHECK(torch::equal(p, lower_before[k++]));
   };
   // One weight of the top block elsewhere (the member the re-initialization
   // writes; Module::to cannot move a CPU module to the meta device).
@@ -267,9 +268,8 @@ TEST_CASE("ReinitTopLayers checks every module before its first write", "[reinit
   const auto query_before = top->attention[0]->as<torch::nn::Linear>()->weight.clone();
   SECTION("a generator of another device type than a top-block weight") {
     top->up->weight = torch::empty({256, 64}, torch::Device(torch::kMeta));
-    const std::string message = finetune_test::invalid_argument_message([&] {
-      ReinitTopLayers(2)(stack.list, stack.extra(), at::detail::createCPUGenerator(1));
-    });
+    const std::string message = finetune_test::invalid_argument_message(
+        [&] { ReinitTopLayers(2)(stack.list, stack.extra(), at::detail::createCPUGenerator(1)); });
     CHECK_THAT(message, HasSubstring("the generator is on cpu but 'layer.2.up' is on meta"));
   }
   SECTION("an integer weight") {
@@ -284,7 +284,7 @@ TEST_CASE("ReinitTopLayers checks every module before its first write", "[reinit
     top->table->options.padding_idx(4096);
     const std::string message = finetune_test::invalid_argument_message([&] {
       ReinitTopLayers(ReinitTopLayersOptions(2).reinit_embeddings(true).seed(1))(stack.list,
-                                                                                stack.extra());
+                                                                                 stack.extra());
     });
     CHECK_THAT(message, HasSubstring("'layer.2.table' has padding_idx 4096 but 512 rows"));
     CHECK(torch::equal(top->up->weight, up_before));
@@ -328,18 +328,18 @@ struct HfRoberta {
     auto ln = [&] { return LayerNorm(LayerNormOptions({h})).ptr(); };
     auto dropout = [] { return Dropout(0.1).ptr(); };
     for (int64_t i = 0; i < c.at("num_hidden_layers").get<int64_t>(); ++i) {
-      layers.push_back(node(
-          {{"attention", node({{"self", node({{"query", Linear(h, h).ptr()},
-                                              {"key", Linear(h, h).ptr()},
-                                              {"value", Linear(h, h).ptr()},
-                                              {"dropout", dropout()}})},
-                               {"output", node({{"dense", Linear(h, h).ptr()},
-                                                {"LayerNorm", ln()},
-                                                {"dropout", dropout()}})}})},
-           {"intermediate",
-            node({{"dense", Linear(h, inner).ptr()}, {"intermediate_act_fn", GELU().ptr()}})},
-           {"output",
-            node({{"dense", Linear(inner, h).ptr()}, {"LayerNorm", ln()}, {"dropout", dropout()}})}}));
+      layers.push_back(node({{"attention", node({{"self", node({{"query", Linear(h, h).ptr()},
+                                                                {"key", Linear(h, h).ptr()},
+                                                                {"value", Linear(h, h).ptr()},
+                                                                {"dropout", dropout()}})},
+                                                 {"output", node({{"dense", Linear(h, h).ptr()},
+                                                                  {"LayerNorm", ln()},
+                                                                  {"dropout", dropout()}})}})},
+                             {"intermediate", node({{"dense", Linear(h, inner).ptr()},
+                                                    {"intermediate_act_fn", GELU().ptr()}})},
+                             {"output", node({{"dense", Linear(inner, h).ptr()},
+                                              {"LayerNorm", ln()},
+                                              {"dropout", dropout()}})}}));
     }
     pooler = node({{"dense", Linear(h, h).ptr()}, {"activation", Tanh().ptr()}});
     embeddings = node(
@@ -349,8 +349,7 @@ struct HfRoberta {
          {"LayerNorm", ln()},
          {"dropout", dropout()},
          {"position_embeddings",
-          Embedding(EmbeddingOptions(c.at("max_position_embeddings"), h).padding_idx(pad))
-              .ptr()}});
+          Embedding(EmbeddingOptions(c.at("max_position_embeddings"), h).padding_idx(pad)).ptr()}});
     // float64 as in the oracle, "pretrained" values everywhere.
     for (auto* m : all()) m->to(torch::kDouble);
     torch::NoGradGuard no_grad;
@@ -400,11 +399,11 @@ TEST_CASE("ReinitTopLayers equals Hugging Face's _init_weights on real RoBERTa m
       const std::string module = e;
       extra.emplace_back(module, module == "pooler" ? twin.pooler : twin.embeddings);
     }
-    const auto report = ReinitTopLayers(
-        ReinitTopLayersOptions(c.at("n").get<int64_t>())
-            .initializer_range(c.at("initializer_range").get<double>())
-            .reinit_embeddings(c.at("reinit_embeddings").get<bool>())
-            .seed(c.at("seed").get<uint64_t>()))(twin.layers, extra);
+    const auto report =
+        ReinitTopLayers(ReinitTopLayersOptions(c.at("n").get<int64_t>())
+                            .initializer_range(c.at("initializer_range").get<double>())
+                            .reinit_embeddings(c.at("reinit_embeddings").get<bool>())
+                            .seed(c.at("seed").get<uint64_t>()))(twin.layers, extra);
 
     // The modules HF changed, in HF's order, are the ones reported reset.
     std::vector<std::vector<std::string>> order;
