@@ -496,32 +496,59 @@ TEST_CASE("train and table flags against the notebook's folds, schedule and rate
   }
 }
 
-TEST_CASE("--device: cpu runs, a bad device is refused with a clear message", "[roberta][cli]") {
+TEST_CASE("--device, and bad values of the train flags: refused with a message naming them",
+          "[roberta][cli]") {
   TempDir tmp;
-  const std::string common = "train --model " +
-                             quote(std::string(roberta_regression::kAssetsDir) + "/demo-model") +
-                             " --data " + quote(finetune_test::golden_path("cli_train.csv")) +
-                             " --folds 2 --fold 0 --epochs 1 --batch-size 8 --max-length 16" +
-                             " --out " + quote(tmp.file("run"));
+  const std::string base = "train --model " +
+                           quote(std::string(roberta_regression::kAssetsDir) + "/demo-model") +
+                           " --data " + quote(finetune_test::golden_path("cli_train.csv")) +
+                           " --folds 2 --batch-size 8 --max-length 16";
+  const std::string common = base + " --fold 0 --epochs 1 --out " + quote(tmp.file("run"));
   auto r = run_example(common + " --device tpu");
-  INFO(r.out);
-  CHECK(r.status != 0);
-  CHECK(contains(r.out, "--device"));
-  CHECK(contains(r.out, "tpu"));
-  CHECK_FALSE(fs::exists(tmp.file("run/results.json")));
+  {
+    INFO(r.out);
+    CHECK(r.status != 0);
+    CHECK(contains(r.out, "--device: tpu not in {cpu,cuda}"));
+  }
   if (!torch::cuda::is_available()) {
     r = run_example(common + " --device cuda");
+    INFO(r.out);
     CHECK(r.status == 1);
     CHECK(contains(r.out, "--device cuda: no CUDA device is available"));
     r = run_example("pretrain --out " + quote(tmp.file("pre")) + " --device cuda --steps 1");
     CHECK(r.status == 1);
     CHECK(contains(r.out, "--device cuda: no CUDA device is available"));
   } else {
-    r = run_example(common + " --device cuda");
+    r = run_example(base + " --fold 0 --epochs 1 --device cuda --out " +
+                    quote(tmp.file("cuda_run")));
+    INFO(r.out);
     CHECK(r.status == 0);
     CHECK(contains(r.out, "; cuda (1 threads)"));
-    CHECK(fs::exists(tmp.file("run/results.json")));
+    CHECK(fs::exists(tmp.file("cuda_run/results.json")));
   }
+
+  // Each flag's bad value: {flags, what the message says}.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {common + " --val-batch-size 0", "--val-batch-size: Value 0 not in range"},
+      {common + " --patience -1", "--patience: Value -1 not in range"},
+      {common + " --swa-anneal-steps -1", "--swa-anneal-steps: Value -1 not in range"},
+      {common + " --eval-every-from-epoch -1", "--eval-every-from-epoch: Value -1 not in range"},
+      {common + " --eval-every 0", "--eval-every: Value 0 not in range"},
+      {common + " --standardize-target sometimes",
+       "--standardize-target: sometimes not in {auto,on,off}"},
+      {common + " --seed abc", "--seed = abc"},
+      {base + " --epochs 1 --fold 2 --out " + quote(tmp.file("run")), "--fold 2: expected 0 to 1"},
+      {common + " --eval-every 2 --eval-every-from-epoch 1",
+       "--eval-every-from-epoch 1 is not before --epochs 1"},
+      {common + " --swa-lr 2e-6 --swa-start-epoch 1", "--swa-start-epoch 1 is not before --epochs 1"},
+  };
+  for (const auto& [flags, message] : bad) {
+    r = run_example(flags);
+    INFO(flags << "\n" << r.out);
+    CHECK(r.status != 0);
+    CHECK(contains(r.out, message));
+  }
+  CHECK_FALSE(fs::exists(tmp.file("run/results.json")));
 }
 
 TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far",
