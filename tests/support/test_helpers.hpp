@@ -2,7 +2,9 @@
 #pragma once
 
 #include <stdlib.h>  // mkdtemp
+#include <sys/wait.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -26,6 +28,24 @@ std::string invalid_argument_message(F&& f) {
 /// Whether `text` contains `part`.
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+/// What a shell command gave: its exit status (-1 when killed by a signal)
+/// and its stdout and stderr together.
+struct CommandResult {
+  int status;
+  std::string output;
+};
+
+/// Runs `command` through the shell, stdout and stderr captured.
+inline CommandResult run_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("popen failed for: " + command);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 /// A fresh folder under the system temp dir, removed (permissions restored
