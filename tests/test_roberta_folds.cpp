@@ -62,12 +62,13 @@ TEST_CASE("impossible fold settings are errors", "[roberta][folds]") {
   CHECK_THAT(invalid_argument_message([] {
                article_folds({1.0, 2.0, 3.0}, 1, 0);
              }),
-             HasSubstring("at least 2"));
+             HasSubstring("folds: the number of folds must be at least 2"));
   CHECK_THAT(invalid_argument_message([] {
                article_folds({1.0, 2.0, 3.0}, 5, 0);
              }),
-             HasSubstring("5 folds need at least 5 rows"));
-  CHECK_THAT(invalid_argument_message([] { article_folds({}, 5, 0); }), HasSubstring("no rows"));
+             HasSubstring("folds: 5 folds need at least 5 rows"));
+  CHECK_THAT(invalid_argument_message([] { article_folds({}, 5, 0); }),
+             HasSubstring("folds: no rows"));
   CHECK_THAT(invalid_argument_message([] { grouped_article_folds({1.0}, {}, 2, 0); }),
-             HasSubstring("one group per row"));
+             HasSubstring("folds: one group per row is needed"));
 }

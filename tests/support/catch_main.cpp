@@ -9,8 +9,8 @@ int main(int argc, char* argv[]) {
   // Catch2 returns the number of failures (capped): never let it read as a skip.
   if (failed != 0) return 1;
   if (finetune_test::skip_count() > 0) {
-    std::fprintf(stderr, "%d skip(s), no failure: exit status %d\n",
-                 finetune_test::skip_count(), finetune_test::kSkipReturnCode);
+    std::fprintf(stderr, "%d skip(s), no failure: exit status %d\n", finetune_test::skip_count(),
+                 finetune_test::kSkipReturnCode);
     return finetune_test::kSkipReturnCode;
   }
   return 0;
