@@ -167,6 +167,10 @@ struct FoldCallbacks {
   std::function<void(const std::string&)> log;
   /// After every step: (steps done, steps planned at most).
   std::function<void(int64_t, int64_t)> progress;
+  /// After every step's optimizer step and, in SWA epochs, the update of the
+  /// average: (steps done, whether this step was averaged, the model with its
+  /// training weights). For tests and diagnostics; it must not change the model.
+  std::function<void(int64_t, bool, const torch::nn::Module&)> after_step;
 };
 
 /// Trains fold `fold` (validation = rows of that fold) and returns its result.
@@ -598,6 +602,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       }
       loss_sum += loss.detach();
       ++step;
+      if (callbacks.after_step) callbacks.after_step(step, swa_epoch, *model);
 
       stop = swa_epoch
                  ? evaluator.step(epoch, i, batches, evaluate, evaluate_averaged, save_averaged)
