@@ -1,7 +1,11 @@
 # The two commands of the README, and a few more for developers.
 #   make demo    the RoBERTa regression example on its embedded data (LibTorch 2.x)
-#   make test    the whole test suite, against LibTorch 2.x and 1.13
+#   make test    the whole test suite, against LibTorch 2.x and 1.13, under
+#                ASan + UBSan, and a short run of every fuzzer
 #   make bench   the benchmarks (both LibTorch builds, each against its PyTorch)
+#   make sanitize  only the ASan + UBSan stage of make test (build/asan)
+#   make fuzz    every libFuzzer target for FUZZ_SECONDS each (default 120;
+#                build/fuzz, clang-14; docs/fuzzing.md)
 #   make goldens rewrite tests/golden/ from the PyTorch / Hugging Face oracles
 # Each target installs what is missing first (scripts/setup.sh).
 
@@ -9,7 +13,7 @@ JOBS ?= 2
 BUILD_TYPE ?= Release
 PYTHON := .venv/bin/python
 
-.PHONY: all setup demo test bench goldens check-goldens build-torch2 build-torch1 clean
+.PHONY: all setup demo test sanitize fuzz bench goldens check-goldens build-torch2 build-torch1 clean
 
 all: test
 
@@ -22,6 +26,12 @@ demo: setup
 
 test: setup
 	@bash scripts/test.sh
+
+sanitize: setup
+	@bash scripts/sanitize.sh
+
+fuzz: setup
+	@bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),120)
 
 bench: setup
 	@bash scripts/build.sh torch2

@@ -18,6 +18,7 @@ packages=(
   libtorch-dev libopenblas0-openmp
   catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libbenchmark-dev
   gnuplot-nox python3-venv
+  clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
 )
 if [ $torch1_python = 1 ]; then packages+=(python3-torch); fi
 
