@@ -317,6 +317,7 @@ TEST_CASE("tokenize: each stdin line as RobertaTokenizerFast encodes it", "[robe
 
 TEST_CASE("pretrain: a tiny run writes a folder transformers loads, with HF's lr schedule",
           "[roberta][cli]") {
+  python();  // the test-time oracle: fail at once, not after the run, when it is missing
   const auto golden = finetune_test::load_golden_json("cli_pretrain_cases.json");
   const auto& flags = golden["flags"];
   TempDir tmp;
@@ -386,6 +387,7 @@ TEST_CASE("pretrain: a tiny run writes a folder transformers loads, with HF's lr
 
 TEST_CASE("train and table flags against the notebook's folds, schedule and rates",
           "[roberta][cli]") {
+  python();  // the test-time oracle: fail at once, not after the runs, when it is missing
   const auto golden = finetune_test::load_golden_json("cli_train_cases.json");
   TempDir tmp;
   json jobs = json::array();
