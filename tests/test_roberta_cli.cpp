@@ -383,6 +383,18 @@ TEST_CASE("pretrain: a tiny run writes a folder transformers loads, with HF's lr
   CHECK(check["max_position_embeddings"].get<int64_t>() >= flags["max_length"].get<int64_t>() + 2);
   CHECK(check["vocab_size"] == check["tokenizer_vocab_size"]);
   CHECK(check["logits_shape"].back() == check["vocab_size"]);
+
+  // And `train` fine-tunes from it (its pooler and regressor initialized).
+  const std::string train = "train --model " + quote(out) + " --data " +
+                            quote(finetune_test::golden_path("cli_train.csv")) +
+                            " --folds 2 --fold 0 --epochs 1 --batch-size 8 --max-length " +
+                            flags["max_length"].dump() + " --out " + quote(tmp.file("finetuned"));
+  const auto t = run_example(train);
+  INFO(train << "\n" << t.out);
+  REQUIRE(t.status == 0);
+  const auto results = json::parse(read_file(tmp.file("finetuned/results.json")));
+  REQUIRE(results["folds"].size() == 1);
+  CHECK(std::isfinite(results["folds"][0]["best_rmse"].get<double>()));
 }
 
 TEST_CASE("train and table flags against the notebook's folds, schedule and rates",
@@ -582,6 +594,10 @@ TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far",
   CHECK(table["max_length"] == 96);
   CHECK(table["lr_scale"] == 100.0);
   CHECK(table["threads"] == 1);
+  // --standardize-target auto on the embedded data (it has an address column):
+  // folds grouped by address, the year standardized, RMSE in years.
+  CHECK(contains(table["header"], "2 folds grouped by address, target standardized for training, "
+                                  "RMSE in target units"));
   CHECK(fs::path(table["data"].get<std::string>()).filename() == "sotu_passages.csv.gz");
   CHECK(fs::path(table["model"].get<std::string>()).filename() == "demo-model");
   REQUIRE(table["rows"].size() == 1);
