@@ -48,12 +48,6 @@ using nlohmann::json;
 
 namespace {
 
-struct CommandResult {
-  int status;
-  std::string out;  ///< stdout (and stderr, unless captured apart)
-  std::string err;  ///< stderr when captured apart
-};
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream s;
@@ -61,17 +55,22 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-/// Runs a shell command; stderr goes into `out` too unless `err_file` is given.
-CommandResult run_command(const std::string& command, const std::string& err_file = "") {
-  const std::string redirect = err_file.empty() ? " 2>&1" : " 2>'" + err_file + "'";
-  FILE* pipe = popen((command + redirect).c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buffer[4096];
-  while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output,
-          err_file.empty() ? std::string() : read_file(err_file)};
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// A command's exit status, its stdout, and its stderr apart.
+struct SplitResult {
+  int status;
+  std::string out, err;
+};
+
+/// Runs a shell command with stderr written to `err_file` (kept out of stdout).
+SplitResult run_split(const std::string& command, const std::string& err_file) {
+  const auto r = finetune_test::run_command("{ " + command + " 2>" + quote(err_file) + "; }");
+  return {r.status, r.output, read_file(err_file)};
 }
 
 /// The roberta_regression binary; fails the test when it is not built.
@@ -92,18 +91,17 @@ std::string python() {
   return py;
 }
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 /// `roberta_regression --threads 1 <args>`.
-CommandResult run_example(const std::string& args, const std::string& err_file = "") {
+std::string example_command(const std::string& args) {
   std::string command = quote(example_exe());
   command += " --threads 1 ";
   command += args;
-  return run_command(command, err_file);
+  return command;
+}
+
+/// Runs `roberta_regression --threads 1 <args>`, stdout and stderr together.
+finetune_test::CommandResult run_example(const std::string& args) {
+  return finetune_test::run_command(example_command(args));
 }
 
 /// Starts `argv` (stdout and stderr into `log`), sends it SIGINT a second after
@@ -162,10 +160,9 @@ std::string reference_script(const std::string& name) {
 /// Runs a test-time oracle script; its last stdout line is JSON.
 json run_oracle(const std::string& script, const std::string& args) {
   TempDir tmp;  // stderr apart: transformers' progress bars and warnings
-  const auto r = run_command("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 " +
-                                 quote(python()) + " " + quote(reference_script(script)) + " " +
-                                 args,
-                             tmp.file("stderr.txt"));
+  const auto r = run_split("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 " +
+                               quote(python()) + " " + quote(reference_script(script)) + " " + args,
+                           tmp.file("stderr.txt"));
   INFO(script << " " << args << "\nstdout: " << r.out << "\nstderr: " << r.err);
   REQUIRE(r.status == 0);
   const auto end = r.out.find_last_not_of('\n');
@@ -206,11 +203,10 @@ std::string case_flags(const json& c, const std::string& out) {
   const std::string model = std::string(roberta_regression::kAssetsDir) + "/demo-model";
   std::ostringstream f;
   f << c["command"].get<std::string>() << " --model " << quote(model) << " --data "
-    << quote(finetune_test::golden_path("cli_train.csv")) << " --out " << quote(out)
-    << " --folds " << c["folds"] << " --fold " << c["fold"] << " --epochs " << c["epochs"]
-    << " --batch-size " << c["batch_size"] << " --max-length " << c["max_length"]
-    << " --patience " << c["patience"] << " --standardize-target "
-    << c["standardize_target"].get<std::string>() << " --device cpu";
+    << quote(finetune_test::golden_path("cli_train.csv")) << " --out " << quote(out) << " --folds "
+    << c["folds"] << " --fold " << c["fold"] << " --epochs " << c["epochs"] << " --batch-size "
+    << c["batch_size"] << " --max-length " << c["max_length"] << " --patience " << c["patience"]
+    << " --standardize-target " << c["standardize_target"].get<std::string>() << " --device cpu";
   char scale[32];
   std::snprintf(scale, sizeof scale, "%.17g", c["lr_scale"].get<double>());
   f << " --lr-scale " << scale;
@@ -289,7 +285,8 @@ TEST_CASE("tokenize: each stdin line as RobertaTokenizerFast encodes it", "[robe
       }
       if (c["max_length"] != 0) args += " --max-length " + c["max_length"].dump();
       if (c["add_prefix_space"].get<bool>()) args += " --add-prefix-space";
-      const auto r = run_example(args + " < " + quote(input), tmp.file("stderr.txt"));
+      const auto r =
+          run_split(example_command(args + " < " + quote(input)), tmp.file("stderr.txt"));
       INFO(args << "\nstderr: " << r.err);
       REQUIRE(r.status == 0);
       std::vector<std::string> lines = split(r.out, '\n');
@@ -307,11 +304,11 @@ TEST_CASE("tokenize: each stdin line as RobertaTokenizerFast encodes it", "[robe
   SECTION("a bad --max-length or vocabulary: a message naming it, non-zero exit") {
     auto r = run_example("tokenize --max-length 1 < " + quote(input));
     CHECK(r.status == 1);
-    CHECK(contains(r.out, "--max-length must be 0 or at least 2, got 1"));
+    CHECK(contains(r.output, "--max-length must be 0 or at least 2, got 1"));
     const std::string missing = tmp.file("no_such_vocab.json");
     r = run_example("tokenize --vocab " + quote(missing) + " < " + quote(input));
     CHECK(r.status == 1);
-    CHECK(contains(r.out, missing));
+    CHECK(contains(r.output, missing));
   }
 }
 
@@ -332,7 +329,7 @@ TEST_CASE("pretrain: a tiny run writes a folder transformers loads, with HF's lr
     args << " --" << flag << " " << value.dump();
   }
   const auto r = run_example(args.str());
-  INFO(args.str() << "\n" << r.out);
+  INFO(args.str() << "\n" << r.output);
   REQUIRE(r.status == 0);
   for (const char* name : {"config.json", "model.safetensors", "vocab.json", "merges.txt",
                            "pretrain_log.csv", "recipe.json"})
@@ -390,7 +387,7 @@ TEST_CASE("pretrain: a tiny run writes a folder transformers loads, with HF's lr
                             " --folds 2 --fold 0 --epochs 1 --batch-size 8 --max-length " +
                             flags["max_length"].dump() + " --out " + quote(tmp.file("finetuned"));
   const auto t = run_example(train);
-  INFO(train << "\n" << t.out);
+  INFO(train << "\n" << t.output);
   REQUIRE(t.status == 0);
   const auto results = json::parse(read_file(tmp.file("finetuned/results.json")));
   REQUIRE(results["folds"].size() == 1);
@@ -412,13 +409,13 @@ TEST_CASE("train and table flags against the notebook's folds, schedule and rate
     std::string args = case_flags(c, out);
     if (c["lr_log"].get<bool>()) args += " --lr-log " + quote(tmp.file(name + "_lr.csv"));
     const auto r = run_example(args);
-    INFO(name << ": " << args << "\n" << r.out);
+    INFO(name << ": " << args << "\n" << r.output);
     REQUIRE(r.status == 0);
     // --device cpu and --standardize-target in the run's summary line.
-    CHECK(contains(r.out, "; cpu (1 threads), LibTorch"));
-    CHECK(contains(r.out, c["standardize_target"] == "on"
-                              ? "target standardized for training, RMSE in target units"
-                              : "target as is"));
+    CHECK(contains(r.output, "; cpu (1 threads), LibTorch"));
+    CHECK(contains(r.output, c["standardize_target"] == "on"
+                                 ? "target standardized for training, RMSE in target units"
+                                 : "target as is"));
 
     // --folds/--seed/--fold: only the chosen fold, of the notebook's size.
     const auto results = json::parse(read_file(out + "/results.json"));
@@ -438,13 +435,13 @@ TEST_CASE("train and table flags against the notebook's folds, schedule and rate
     if (c.value("constant_metric", false)) {
       // The premise of the case: frozen weights give the same RMSE every time.
       for (const auto& m : metrics) REQUIRE(m == metrics.front());
-      CHECK(contains(r.out, "Early stopping triggered!"));
+      CHECK(contains(r.output, "Early stopping triggered!"));
     }
     // The printed score is the recorded one.
     char printed[64];
     std::snprintf(printed, sizeof printed, "fold %d: best RMSE %.4f", c["fold"].get<int>(),
                   fold["best_rmse"].get<double>());
-    CHECK(contains(r.out, printed));
+    CHECK(contains(r.output, printed));
 
     if (c["lr_log"].get<bool>()) {
       // --lr-log: one fold, so no fold column; every rate of every step is the notebook's.
@@ -478,12 +475,12 @@ TEST_CASE("train and table flags against the notebook's folds, schedule and rate
     fs::create_directories(tmp.file("elsewhere"));
     const std::string args = case_flags(c, out) + " --json " + quote(json_path);
     const auto r = run_example(args);
-    INFO(args << "\n" << r.out);
+    INFO(args << "\n" << r.output);
     REQUIRE(r.status == 0);
     REQUIRE(fs::exists(json_path));
     CHECK(fs::exists(tmp.file("elsewhere/custom.md")));
     CHECK_FALSE(fs::exists(out + "/table.json"));
-    CHECK(contains(r.out, "target as is"));  // auto: cli_train.csv has no address column
+    CHECK(contains(r.output, "target as is"));  // auto: cli_train.csv has no address column
     const auto table = json::parse(read_file(json_path));
     REQUIRE(table["rows"].size() == 1);
     const auto& row = table["rows"][0];
@@ -520,24 +517,24 @@ TEST_CASE("--device, and bad values of the train flags: refused with a message n
   const std::string common = base + " --fold 0 --epochs 1 --out " + quote(tmp.file("run"));
   auto r = run_example(common + " --device tpu");
   {
-    INFO(r.out);
+    INFO(r.output);
     CHECK(r.status != 0);
-    CHECK(contains(r.out, "--device: tpu not in {cpu,cuda}"));
+    CHECK(contains(r.output, "--device: tpu not in {cpu,cuda}"));
   }
   if (!torch::cuda::is_available()) {
     r = run_example(common + " --device cuda");
-    INFO(r.out);
+    INFO(r.output);
     CHECK(r.status == 1);
-    CHECK(contains(r.out, "--device cuda: no CUDA device is available"));
+    CHECK(contains(r.output, "--device cuda: no CUDA device is available"));
     r = run_example("pretrain --out " + quote(tmp.file("pre")) + " --device cuda --steps 1");
     CHECK(r.status == 1);
-    CHECK(contains(r.out, "--device cuda: no CUDA device is available"));
+    CHECK(contains(r.output, "--device cuda: no CUDA device is available"));
   } else {
     r = run_example(base + " --fold 0 --epochs 1 --device cuda --out " +
                     quote(tmp.file("cuda_run")));
-    INFO(r.out);
+    INFO(r.output);
     CHECK(r.status == 0);
-    CHECK(contains(r.out, "; cuda (1 threads)"));
+    CHECK(contains(r.output, "; cuda (1 threads)"));
     CHECK(fs::exists(tmp.file("cuda_run/results.json")));
   }
 
@@ -554,40 +551,41 @@ TEST_CASE("--device, and bad values of the train flags: refused with a message n
       {base + " --epochs 1 --fold 2 --out " + quote(tmp.file("run")), "--fold 2: expected 0 to 1"},
       {common + " --eval-every 2 --eval-every-from-epoch 1",
        "--eval-every-from-epoch 1 is not before --epochs 1"},
-      {common + " --swa-lr 2e-6 --swa-start-epoch 1", "--swa-start-epoch 1 is not before --epochs 1"},
+      {common + " --swa-lr 2e-6 --swa-start-epoch 1",
+       "--swa-start-epoch 1 is not before --epochs 1"},
   };
   for (const auto& [flags, message] : bad) {
     r = run_example(flags);
-    INFO(flags << "\n" << r.out);
+    INFO(flags << "\n" << r.output);
     CHECK(r.status != 0);
-    CHECK(contains(r.out, message));
+    CHECK(contains(r.output, message));
   }
   CHECK_FALSE(fs::exists(tmp.file("run/results.json")));
 }
 
-TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far",
-          "[roberta][cli]") {
+TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far", "[roberta][cli]") {
   auto r = run_example("demo --help");
-  INFO(r.out);
+  INFO(r.output);
   CHECK(r.status == 0);
-  CHECK(contains(r.out, "--out"));
+  CHECK(contains(r.output, "--out"));
 
   TempDir tmp;
   const std::string out = tmp.file("demo");
   // Ctrl-C a second after the first fold's folder appears (its training has
   // begun; the whole demo takes minutes): the current step finishes, the table
   // so far is written, exit status 130.
-  const auto status = interrupt_once_started(
-      {example_exe(), "--threads", "1", "demo", "--out", out}, tmp.file("demo.log"),
-      out + "/row1/fold0");
-  r = {status, read_file(tmp.file("demo.log")), ""};
-  INFO(r.out);
+  const auto status =
+      interrupt_once_started({example_exe(), "--threads", "1", "demo", "--out", out},
+                             tmp.file("demo.log"), out + "/row1/fold0");
+  r = {status, read_file(tmp.file("demo.log"))};
+  INFO(r.output);
   CHECK(r.status == 130);
-  CHECK(contains(r.out, "demo: the same as `roberta_regression table --folds 2 --epochs 3 "
-                        "--max-length 96 --lr-scale 100 --swa-start-epoch 2 "
-                        "--eval-every-from-epoch 1 --reinit-layers 2 --with-random-init --out " +
-                            out + "`"));
-  CHECK(contains(r.out, "interrupted: the table so far is in " + out + "/table.json"));
+  CHECK(contains(r.output,
+                 "demo: the same as `roberta_regression table --folds 2 --epochs 3 "
+                 "--max-length 96 --lr-scale 100 --swa-start-epoch 2 "
+                 "--eval-every-from-epoch 1 --reinit-layers 2 --with-random-init --out " +
+                     out + "`"));
+  CHECK(contains(r.output, "interrupted: the table so far is in " + out + "/table.json"));
   const auto table = json::parse(read_file(out + "/table.json"));
   CHECK(table["folds"] == 2);
   CHECK(table["epochs"] == 3);
@@ -596,8 +594,9 @@ TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far",
   CHECK(table["threads"] == 1);
   // --standardize-target auto on the embedded data (it has an address column):
   // folds grouped by address, the year standardized, RMSE in years.
-  CHECK(contains(table["header"], "2 folds grouped by address, target standardized for training, "
-                                  "RMSE in target units"));
+  CHECK(contains(table["header"],
+                 "2 folds grouped by address, target standardized for training, "
+                 "RMSE in target units"));
   CHECK(fs::path(table["data"].get<std::string>()).filename() == "sotu_passages.csv.gz");
   CHECK(fs::path(table["model"].get<std::string>()).filename() == "demo-model");
   REQUIRE(table["rows"].size() == 1);
