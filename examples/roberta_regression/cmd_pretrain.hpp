@@ -13,9 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <finetune/periodic_evaluator.hpp>  // atomic_write_text
 
 #include "data.hpp"
 #include "pretrain.hpp"
@@ -112,8 +115,14 @@ inline void add_pretrain_command(CLI::App& app) {
         });
 
     save_pretrained(*model, config, out.string());
-    fs::copy_file(tok_dir / "vocab.json", out / "vocab.json", fs::copy_options::overwrite_existing);
-    fs::copy_file(tok_dir / "merges.txt", out / "merges.txt", fs::copy_options::overwrite_existing);
+    // The tokenizer files beside the weights, through the same atomic writer.
+    for (const char* name : {"vocab.json", "merges.txt"}) {
+      std::ifstream in(tok_dir / name, std::ios::binary);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (!in || !text) throw std::runtime_error((tok_dir / name).string() + ": cannot read");
+      finetune::atomic_write_text((out / name).string(), text.str());
+    }
     const nlohmann::json recipe = {
         {"command", "roberta_regression pretrain"},
         {"data", fs::path(args->data).filename().string()},
@@ -135,7 +144,7 @@ inline void add_pretrain_command(CLI::App& app) {
         {"libtorch", TORCH_VERSION},
         {"seconds",
          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
-    std::ofstream((out / "recipe.json").string()) << recipe.dump(2) << '\n';
+    finetune::atomic_write_text((out / "recipe.json").string(), recipe.dump(2) + "\n");
     fmt::print("pretrain: wrote {}\n", out.string());
   });
 }

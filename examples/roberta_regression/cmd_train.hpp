@@ -76,6 +76,14 @@ TableResult run_table(const TrainSettings& base, const LadderSettings& ladder);
 std::string markdown_table(const TableResult& table);
 nlohmann::json table_json(const TableResult& table, const TrainSettings& base);
 
+/// Writes table_json() to `json_path` and markdown_table() beside it
+/// (`.md`), each with finetune::atomic_write_text: a kill leaves each file
+/// old or new, a full disk throws std::runtime_error naming the file.
+void write_table_files(const std::string& json_path, const TableResult& table,
+                       const TrainSettings& base);
+/// Writes `train`'s summary as indented JSON to `path` (atomic_write_text).
+void write_results_json(const std::string& path, const nlohmann::json& summary);
+
 void add_train_commands(CLI::App& app);
 
 // ---------------------------------------------------------------------------
@@ -355,6 +363,17 @@ inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base
           {"rows", rows}};
 }
 
+inline void write_table_files(const std::string& json_path, const TableResult& table,
+                              const TrainSettings& base) {
+  finetune::atomic_write_text(json_path, table_json(table, base).dump(2) + "\n");
+  finetune::atomic_write_text(std::filesystem::path(json_path).replace_extension(".md").string(),
+                              markdown_table(table));
+}
+
+inline void write_results_json(const std::string& path, const nlohmann::json& summary) {
+  finetune::atomic_write_text(path, summary.dump(2) + "\n");
+}
+
 inline TableResult run_table(const TrainSettings& base, const LadderSettings& ladder) {
   namespace fs = std::filesystem;
   const ModelFiles files = load_model_files(base.model_dir, base.max_length);
@@ -371,14 +390,6 @@ inline TableResult run_table(const TrainSettings& base, const LadderSettings& la
   fs::create_directories(base.out_dir);
   const std::string json_path =
       ladder.json.empty() ? (fs::path(base.out_dir) / "table.json").string() : ladder.json;
-  auto write = [&] {
-    finetune::atomic_write_file(json_path, [&](const std::string& tmp) {
-      std::ofstream(tmp) << table_json(table, base).dump(2) << '\n';
-    });
-    const std::string md_path = fs::path(json_path).replace_extension(".md").string();
-    finetune::atomic_write_file(
-        md_path, [&](const std::string& tmp) { std::ofstream(tmp) << markdown_table(table); });
-  };
   for (size_t i = 0; i < rows.size(); ++i) {
     if (!ladder.rows.empty() && std::find(ladder.rows.begin(), ladder.rows.end(),
                                           static_cast<int64_t>(i + 1)) == ladder.rows.end())
@@ -399,7 +410,7 @@ inline TableResult run_table(const TrainSettings& base, const LadderSettings& la
                            row.technique, result.folds);
     const bool interrupted = !result.folds.empty() && result.folds.back().interrupted;
     table.rows.push_back(std::move(result));
-    write();
+    write_table_files(json_path, table, base);
     if (interrupted)
       throw Interrupted("interrupted: the table so far is in " + json_path +
                         "; each fold's best checkpoint is in its folder under " + base.out_dir);
@@ -485,8 +496,7 @@ inline void add_train_commands(CLI::App& app) {
                                       {"std", std_of(best)},
                                       {"folds", scores.folds}};
       const std::string path = (std::filesystem::path(s.out_dir) / "results.json").string();
-      finetune::atomic_write_file(
-          path, [&](const std::string& tmp) { std::ofstream(tmp) << summary.dump(2) << '\n'; });
+      write_results_json(path, summary);
       if (!results.empty() && results.back().interrupted)
         throw Interrupted("interrupted after step " + std::to_string(results.back().steps) +
                           " of fold " + std::to_string(results.back().fold) +

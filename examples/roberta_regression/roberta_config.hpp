@@ -2,7 +2,7 @@
 // example's model uses. Example code, not library API.
 #pragma once
 
-#include <finetune/periodic_evaluator.hpp>  // atomic_write_file
+#include <finetune/periodic_evaluator.hpp>  // atomic_write_text
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -145,12 +145,7 @@ inline nlohmann::json RobertaConfig::to_json() const {
 }
 
 inline void RobertaConfig::save(const std::string& path) const {
-  const std::string text = to_json().dump(2) + "\n";
-  finetune::atomic_write_file(path, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) throw std::runtime_error(tmp + ": write failed");
-  });
+  finetune::atomic_write_text(path, to_json().dump(2) + "\n");
 }
 
 }  // namespace roberta_regression

@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <finetune/periodic_evaluator.hpp>  // atomic_write_text
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -104,9 +106,11 @@ SafetensorsFile read_safetensors(const std::string& path);
 /// crate's Dtype order) then name; header padded with spaces to a multiple of 8;
 /// data contiguous, little-endian. Tensors on any device are copied to CPU.
 /// `metadata` is written as "__metadata__" (keys sorted; omitted when empty, as
-/// save_file with metadata=None). Atomic: writes `path.tmp-XXXXXX`, fsyncs,
-/// renames. Throws std::invalid_argument on an undefined tensor, an unsupported
-/// dtype or a duplicate name; std::runtime_error on I/O errors.
+/// save_file with metadata=None). Atomic and durable through
+/// finetune::atomic_write_text (`path.tmp-XXXXXX`, every write checked, fsync,
+/// rename, folder fsync). Throws std::invalid_argument on an undefined tensor,
+/// an unsupported dtype or a duplicate name; std::runtime_error naming the
+/// file on I/O errors (a full disk included: `path` keeps its old contents).
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
@@ -504,47 +508,9 @@ inline std::string serialize_safetensors(const NamedTensors& tensors,
 
 inline void write_safetensors(const std::string& path, const NamedTensors& tensors,
                               const std::map<std::string, std::string>& metadata) {
-  const std::string bytes = serialize_safetensors(tensors, metadata);
-  std::string tmp = path + ".tmp-XXXXXX";
-  std::vector<char> tmpl(tmp.begin(), tmp.end());
-  tmpl.push_back('\0');
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0)
-    throw std::runtime_error("write_safetensors: cannot create '" + tmp +
-                             "': " + std::strerror(errno));
-  tmp.assign(tmpl.data());
-  auto fail = [&](const std::string& what) {
-    const int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: " + what + " '" + tmp +
-                             "': " + std::strerror(err));
-  };
-  // mkstemp creates 0600; give the file the usual 0644 (reading umask would
-  // mean changing it, which is not thread-safe).
-  if (::fchmod(fd, 0644) != 0) fail("cannot chmod");
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail("cannot write");
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) fail("cannot fsync");
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: cannot close '" + tmp +
-                             "': " + std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("write_safetensors: cannot rename '" + tmp + "' to '" + path +
-                             "': " + std::strerror(err));
-  }
+  // The library's one atomic writer: unique temporary name, every write
+  // checked, fsync, rename, folder fsync.
+  finetune::atomic_write_text(path, serialize_safetensors(tensors, metadata));
 }
 
 }  // namespace roberta_regression
