@@ -264,6 +264,13 @@ TEST_CASE("bad configs, weights and inputs are clear errors", "[roberta][model]"
   CHECK_THAT(
       invalid_argument_message([&] { RobertaConfig::from_json_file(write("a.json", "{oops")); }),
       finetune_test::HasSubstring("a.json: not valid JSON"));
+  // A number beyond double's range (found by fuzz_roberta_config,
+  // tests/fuzz/corpus/roberta_config/crash-number-overflow) is a clear error
+  // too, not nlohmann's out_of_range.
+  CHECK_THAT(invalid_argument_message([&] {
+               RobertaConfig::from_json_file(write("e.json", R"({"layer_norm_eps": 1e999})"));
+             }),
+             finetune_test::HasSubstring("e.json: not valid JSON"));
   CHECK_THAT(invalid_argument_message([&] {
                RobertaConfig::from_json_file(write("b.json", R"({"hidden_size": "big"})"));
              }),

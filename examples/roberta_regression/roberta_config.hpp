@@ -60,7 +60,8 @@ inline RobertaConfig RobertaConfig::from_json_text(const std::string& text,
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number beyond double's (1e999)
     throw std::invalid_argument(source + ": not valid JSON: " + e.what());
   }
   return from_json(j, source);
