@@ -543,6 +543,99 @@ TEST_CASE("SWAWrapper and SWALR reject bad input", "[swa]") {
   REQUIRE_THROWS_AS(SWALR(opt, SWALROptions(std::nan(""))), std::invalid_argument);
 }
 
+namespace {
+// The archive written by `save`, copied key by key (`keys`, then
+// "<prefix>0", "<prefix>1", ... while present) with `key` replaced by `value`.
+template <typename Saver>
+torch::serialize::InputArchive with_key(const Saver& save, std::vector<std::string> keys,
+                                        const std::string& prefix, const std::string& key,
+                                        const c10::IValue& value) {
+  torch::serialize::OutputArchive out;
+  save(out);
+  std::stringstream first;
+  out.save_to(first);
+  torch::serialize::InputArchive saved;
+  saved.load_from(first);
+  c10::IValue probe;
+  for (int i = 0; !prefix.empty() && saved.try_read(prefix + std::to_string(i), probe); ++i) {
+    keys.push_back(prefix + std::to_string(i));
+  }
+  torch::serialize::OutputArchive copy;
+  for (const auto& k : keys) {
+    c10::IValue v;
+    REQUIRE(saved.try_read(k, v));
+    copy.write(k, k == key ? value : v);
+  }
+  std::stringstream second;
+  copy.save_to(second);
+  torch::serialize::InputArchive in;
+  in.load_from(second);
+  return in;
+}
+}  // namespace
+
+TEST_CASE("SWAWrapper and SWALR load: a key of the wrong type is std::invalid_argument naming it",
+          "[swa]") {
+  auto model = make_model();
+  SWAWrapper swa(*model);
+  swa.update(*model);
+  const auto before = snapshot(*model);
+  auto save_swa = [&](torch::serialize::OutputArchive& a) { swa.save(a); };
+  const std::vector<std::pair<std::string, c10::IValue>> bad_swa = {
+      {"swa_ema_decay", c10::IValue(std::string("0.9"))},
+      {"swa_use_buffers", c10::IValue(int64_t{1})},
+      {"swa_names", c10::IValue(2.5)},
+      {"swa_n_averaged", c10::IValue(1.0)},
+      {"swa_average_0", c10::IValue(int64_t{3})},
+  };
+  {  // the copy itself is a valid archive
+    SWAWrapper target(*model);
+    auto archive = with_key(save_swa, {"swa_n_averaged", "swa_ema_decay", "swa_use_buffers",
+                                       "swa_names"}, "swa_average_", "", c10::IValue());
+    target.load(archive);
+    CHECK(target.n_averaged() == 1);
+  }
+  for (const auto& [key, value] : bad_swa) {
+    INFO(key);
+    SWAWrapper target(*model);
+    const std::vector<std::string> keys = {"swa_n_averaged", "swa_ema_decay", "swa_use_buffers",
+                                           "swa_names"};
+    auto archive = with_key(save_swa, keys, "swa_average_", key, value);
+    REQUIRE_THROWS_AS(target.load(archive), std::invalid_argument);
+    auto again = with_key(save_swa, keys, "swa_average_", key, value);
+    REQUIRE_THROWS_WITH(target.load(again), HasSubstring("key '" + key + "' holds a"));
+    CHECK(target.n_averaged() == 0);  // nothing loaded
+  }
+
+  std::vector<torch::Tensor> params;
+  auto opt = make_sgd({0.1, 0.2}, params);
+  SWALR swalr(opt, SWALROptions(0.05).anneal_epochs(3));
+  swalr.step();
+  auto save_swalr = [&](torch::serialize::OutputArchive& a) { swalr.save(a); };
+  const std::vector<std::pair<std::string, c10::IValue>> bad_swalr = {
+      {"swalr_step_count", c10::IValue(2.0)},
+      {"swalr_anneal_epochs", c10::IValue(std::string("3"))},
+      {"swalr_anneal_strategy", c10::IValue(int64_t{0})},
+      {"swalr_swa_lr", c10::IValue(0.05)},
+      {"swalr_last_lr", c10::IValue(std::vector<int64_t>{1, 2})},
+  };
+  for (const auto& [key, value] : bad_swalr) {
+    INFO(key);
+    std::vector<torch::Tensor> other_params;
+    auto other = make_sgd({0.1, 0.2}, other_params);
+    SWALR target(other, SWALROptions(0.05).anneal_epochs(3));
+    const auto lrs = target.get_last_lr();
+    auto archive = with_key(save_swalr,
+                            {"swalr_step_count", "swalr_anneal_epochs", "swalr_anneal_strategy",
+                             "swalr_swa_lr", "swalr_last_lr"},
+                            "", key, value);
+    REQUIRE_THROWS_WITH(target.load(archive), HasSubstring("key '" + key + "' holds a"));
+    CHECK(target.step_count() == 1);
+    CHECK(target.get_last_lr() == lrs);
+  }
+  CHECK(identical(*model, before));
+}
+
 TEST_CASE("EMA weights: decay 0 follows the model, decay 1 keeps the first state", "[swa]") {
   auto model = make_model();
   SWAWrapper follow(*model, SWAOptions().ema_decay(0.0));

@@ -28,6 +28,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -431,6 +432,33 @@ inline c10::IValue swa_read(torch::serialize::InputArchive& archive, const std::
   }
   return value;
 }
+// The value of `key` as T, or std::invalid_argument naming the key when the
+// archive holds another type there (IValue's own toX() would throw c10::Error).
+template <typename T>
+T swa_read_as(torch::serialize::InputArchive& archive, const std::string& key, const char* who) {
+  const c10::IValue value = swa_read(archive, key, who);
+  auto wrong = [&](const char* want) {
+    return std::invalid_argument(std::string(who) + ": key '" + key + "' holds a " +
+                                 value.tagKind() + ", expected " + want);
+  };
+  if constexpr (std::is_same_v<T, double>) {
+    if (!value.isDouble()) throw wrong("a float");
+    return value.toDouble();
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    if (!value.isInt()) throw wrong("an int");
+    return value.toInt();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!value.isBool()) throw wrong("a bool");
+    return value.toBool();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!value.isString()) throw wrong("a string");
+    return value.toStringRef();
+  } else {
+    static_assert(std::is_same_v<T, std::vector<double>>, "swa_read_as: unsupported type");
+    if (!value.isDoubleList()) throw wrong("a list of floats");
+    return value.toDoubleVector();
+  }
+}
 }  // namespace detail
 
 inline void SWAWrapper::save(torch::serialize::OutputArchive& archive) const {
@@ -454,8 +482,8 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
   if (swapped_in_) {
     throw std::invalid_argument(std::string(who) + ": the averages are swapped in");
   }
-  const double decay = detail::swa_read(archive, "swa_ema_decay", who).toDouble();
-  const bool use_buffers = detail::swa_read(archive, "swa_use_buffers", who).toBool();
+  const double decay = detail::swa_read_as<double>(archive, "swa_ema_decay", who);
+  const bool use_buffers = detail::swa_read_as<bool>(archive, "swa_use_buffers", who);
   if (decay != options_.ema_decay().value_or(-1.0) || use_buffers != options_.use_buffers()) {
     throw std::invalid_argument(
         std::string(who) + ": saved with ema_decay=" +
@@ -464,7 +492,7 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
         (options_.ema_decay() ? std::to_string(*options_.ema_decay()) : std::string("none (SWA)")) +
         " use_buffers=" + (options_.use_buffers() ? "true" : "false"));
   }
-  const std::string names = detail::swa_read(archive, "swa_names", who).toStringRef();
+  const std::string names = detail::swa_read_as<std::string>(archive, "swa_names", who);
   if (names != detail::swa_join(names_)) {
     throw std::invalid_argument(std::string(who) +
                                 ": the saved tensors are not this module's; saved names:\n" +
@@ -473,9 +501,12 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
   std::vector<torch::Tensor> loaded(averages_.size());
   for (size_t i = 0; i < averages_.size(); ++i) {
     const std::string key = "swa_average_" + std::to_string(i);
-    if (!archive.try_read(key, loaded[i], /*is_buffer=*/true)) {
-      throw std::invalid_argument(std::string(who) + ": archive has no key '" + key + "'");
+    const c10::IValue value = detail::swa_read(archive, key, who);
+    if (!value.isTensor()) {
+      throw std::invalid_argument(std::string(who) + ": key '" + key + "' holds a " +
+                                  value.tagKind() + ", expected a tensor");
     }
+    loaded[i] = value.toTensor();
     if (loaded[i].sizes() != averages_[i].sizes() ||
         loaded[i].scalar_type() != averages_[i].scalar_type()) {
       throw std::invalid_argument(std::string(who) + ": '" + names_[i] + "' is saved as " +
@@ -483,7 +514,7 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
                                   detail::swa_shape(averages_[i]) + " here (or dtypes differ)");
     }
   }
-  const int64_t n = detail::swa_read(archive, "swa_n_averaged", who).toInt();
+  const int64_t n = detail::swa_read_as<int64_t>(archive, "swa_n_averaged", who);
   if (n < 0) {
     throw std::invalid_argument(std::string(who) + ": negative n_averaged " + std::to_string(n));
   }
@@ -674,21 +705,21 @@ inline void SWALR::save(torch::serialize::OutputArchive& archive) const {
 
 inline void SWALR::load(torch::serialize::InputArchive& archive) {
   const char* who = "SWALR::load";
-  SWALROptions loaded(detail::swa_read(archive, "swalr_swa_lr", who).toDoubleVector());
-  loaded.anneal_epochs(detail::swa_read(archive, "swalr_anneal_epochs", who).toInt());
+  SWALROptions loaded(detail::swa_read_as<std::vector<double>>(archive, "swalr_swa_lr", who));
+  loaded.anneal_epochs(detail::swa_read_as<int64_t>(archive, "swalr_anneal_epochs", who));
   const std::string strategy =
-      detail::swa_read(archive, "swalr_anneal_strategy", who).toStringRef();
+      detail::swa_read_as<std::string>(archive, "swalr_anneal_strategy", who);
   if (strategy != "cos" && strategy != "linear") {
     throw std::invalid_argument(std::string(who) + ": unknown anneal_strategy '" + strategy + "'");
   }
   loaded.anneal_strategy(strategy == "cos" ? AnnealStrategy::cos : AnnealStrategy::linear);
   validate(loaded, optimizer_.param_groups().size());
-  const int64_t count = detail::swa_read(archive, "swalr_step_count", who).toInt();
+  const int64_t count = detail::swa_read_as<int64_t>(archive, "swalr_step_count", who);
   if (count < 1) {
     throw std::invalid_argument(std::string(who) + ": step count must be >= 1, got " +
                                 std::to_string(count));
   }
-  auto last_lr = detail::swa_read(archive, "swalr_last_lr", who).toDoubleVector();
+  auto last_lr = detail::swa_read_as<std::vector<double>>(archive, "swalr_last_lr", who);
   auto& groups = optimizer_.param_groups();
   if (last_lr.size() != groups.size()) {
     throw std::invalid_argument(std::string(who) + ": saved for " + std::to_string(last_lr.size()) +
