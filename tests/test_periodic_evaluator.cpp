@@ -19,8 +19,10 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -682,4 +684,69 @@ TEST_CASE("state save/load: a fresh evaluator continues exactly like an uninterr
     REQUIRE_THROWS_WITH(torch::load(b, dir.file("empty.pt")),
                         EVAL_CONTAINS("'periodic_evaluator_mode' missing"));
   }
+}
+
+// The fuzzer's findings (tests/fuzz/corpus/evaluator_state/crash-*): a key
+// that is not one element of the saved dtype, or a count out of range, is
+// std::invalid_argument naming the key, and the evaluator is unchanged.
+TEST_CASE("load: malformed state values are rejected by key, nothing changes",
+          "[periodic_evaluator]") {
+  TempDir dir;
+  auto options = PeriodicEvaluatorOptions(dir.path).eval_every(1).eval_every_from_epoch(0);
+  auto saver = [](const std::string& p) { torch::save(torch::zeros({1}), p); };
+  PeriodicEvaluator source(options, saver, kIgnoreLog);
+  for (int64_t s = 0; s < 3; ++s) source.step(0, s, 3, [s] { return 1.0 / (1.0 + s); });
+  const std::vector<std::string> keys = {
+      "mode",         "best",          "best_averaged", "bad_evaluations",
+      "global_step",  "num_evaluations", "history_rows", "history_bytes",
+      "last_epoch",   "last_batch",    "stopped"};
+  auto archive_with = [&](const std::string& key, const torch::Tensor& value) {
+    torch::serialize::OutputArchive saved;
+    source.save(saved);
+    std::stringstream first;
+    saved.save_to(first);
+    torch::serialize::InputArchive in;
+    in.load_from(first);
+    torch::serialize::OutputArchive out;
+    for (const auto& k : keys) {
+      torch::Tensor t;
+      REQUIRE(in.try_read("periodic_evaluator_" + k, t));
+      out.write("periodic_evaluator_" + k, k == key ? value : t);
+    }
+    std::stringstream second;
+    out.save_to(second);
+    auto result = std::make_unique<torch::serialize::InputArchive>();
+    result->load_from(second);
+    return result;
+  };
+  const std::vector<std::tuple<std::string, torch::Tensor, std::string>> cases = {
+      {"mode", torch::zeros({0}, torch::kLong), "holds 0 elements, not 1"},
+      {"global_step", torch::zeros({3}, torch::kLong), "holds 3 elements, not 1"},
+      {"global_step", torch::full({1}, 1e30, torch::kDouble), "is not an int64 tensor"},
+      {"best", torch::full({1}, 2, torch::kLong), "is not a floating-point tensor"},
+      {"best", torch::full({1}, std::nan(""), torch::kDouble), "is NaN"},
+      {"history_bytes", torch::full({1}, -5, torch::kLong), "is -5, outside [0, "},
+      {"history_rows", torch::full({1}, -1, torch::kLong), "is -1, outside [0, "},
+      {"num_evaluations", torch::full({1}, -2, torch::kLong), "is -2, outside [0, "},
+      {"bad_evaluations", torch::full({1}, -3, torch::kLong), "is -3, outside [0, "},
+      {"last_batch", torch::full({1}, -2, torch::kLong), "is -2, outside [-1, "},
+      {"mode", torch::full({1}, 7, torch::kLong), "is 7, outside [0, 1]"},
+      {"stopped", torch::full({1}, 2, torch::kLong), "is 2, outside [0, 1]"},
+  };
+  for (const auto& [key, value, message] : cases) {
+    INFO(key << ": " << message);
+    TempDir other;
+    PeriodicEvaluator target(PeriodicEvaluatorOptions(other.path).eval_every(1), saver,
+                             kIgnoreLog);
+    auto archive = archive_with(key, value);
+    REQUIRE_THROWS_WITH(target.load(*archive),
+                        EVAL_CONTAINS("key 'periodic_evaluator_" + key + "' " + message));
+    CHECK(target.global_step() == 0);
+    CHECK(target.num_evaluations() == 0);
+  }
+  // More rows than evaluations: inconsistent counters.
+  auto archive = archive_with("history_rows", torch::full({1}, 9, torch::kLong));
+  TempDir other;
+  PeriodicEvaluator target(PeriodicEvaluatorOptions(other.path).eval_every(1), saver, kIgnoreLog);
+  REQUIRE_THROWS_WITH(target.load(*archive), EVAL_CONTAINS("but 9 history rows"));
 }

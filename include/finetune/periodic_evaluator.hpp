@@ -898,30 +898,59 @@ inline void PeriodicEvaluator::save(torch::serialize::OutputArchive& archive) co
 }
 
 inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
-  auto read = [&](const std::string& key) {
-    torch::Tensor t;
-    if (!archive.try_read("periodic_evaluator_" + key, t)) {
-      throw std::invalid_argument("finetune: PeriodicEvaluator::load: key 'periodic_evaluator_" +
-                                  key + "' missing from the archive");
-    }
-    return t;
+  // Every key is one element of the dtype save() wrote, checked before use,
+  // so that a malformed state is std::invalid_argument naming the key (and
+  // never a c10::Error or a conversion error), and nothing changes.
+  auto fail = [](const std::string& key, const std::string& what) {
+    return std::invalid_argument("finetune: PeriodicEvaluator::load: key 'periodic_evaluator_" +
+                                 key + "' " + what);
   };
-  const int64_t mode = read("mode").item<int64_t>();
+  auto read = [&](const std::string& key, bool integral) {
+    torch::Tensor t;
+    if (!archive.try_read("periodic_evaluator_" + key, t)) throw fail(key, "missing from the archive");
+    if (t.numel() != 1) throw fail(key, "holds " + std::to_string(t.numel()) + " elements, not 1");
+    if (integral ? t.scalar_type() != torch::kLong : !t.is_floating_point()) {
+      throw fail(key, std::string("is not ") + (integral ? "an int64" : "a floating-point") +
+                          " tensor");
+    }
+    return t.to(torch::kCPU);
+  };
+  auto read_int = [&](const std::string& key, int64_t min, int64_t max) {
+    const int64_t v = read(key, true).item<int64_t>();
+    if (v < min || v > max) {
+      throw fail(key, "is " + std::to_string(v) + ", outside [" + std::to_string(min) + ", " +
+                          std::to_string(max) + "]");
+    }
+    return v;
+  };
+  auto read_double = [&](const std::string& key) {
+    const double v = read(key, false).item<double>();
+    if (std::isnan(v)) throw fail(key, "is NaN");
+    return v;
+  };
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t mode = read_int("mode", 0, 1);
   if (mode != (options_.mode() == MetricMode::min ? 0 : 1)) {
     throw std::invalid_argument(
         "finetune: PeriodicEvaluator::load: the state was saved with mode " +
         std::string(mode == 0 ? "min" : "max") + ", this evaluator has the other mode");
   }
-  const double best = read("best").item<double>();
-  const double best_averaged = read("best_averaged").item<double>();
-  const int64_t bad = read("bad_evaluations").item<int64_t>();
-  const int64_t global_step = read("global_step").item<int64_t>();
-  const int64_t evaluations = read("num_evaluations").item<int64_t>();
-  const int64_t rows = read("history_rows").item<int64_t>();
-  const int64_t bytes = read("history_bytes").item<int64_t>();
-  const int64_t last_epoch = read("last_epoch").item<int64_t>();
-  const int64_t last_batch = read("last_batch").item<int64_t>();
-  const bool stopped = read("stopped").item<int64_t>() != 0;
+  const double best = read_double("best");
+  const double best_averaged = read_double("best_averaged");
+  const int64_t bad = read_int("bad_evaluations", 0, kMax);
+  const int64_t global_step = read_int("global_step", 0, kMax);
+  const int64_t evaluations = read_int("num_evaluations", 0, kMax);
+  const int64_t rows = read_int("history_rows", 0, kMax);
+  const int64_t bytes = read_int("history_bytes", 0, kMax);
+  const int64_t last_epoch = read_int("last_epoch", -1, kMax);
+  const int64_t last_batch = read_int("last_batch", -1, kMax);
+  const bool stopped = read_int("stopped", 0, 1) != 0;
+  if (rows > evaluations || bad > evaluations) {
+    throw std::invalid_argument(
+        "finetune: PeriodicEvaluator::load: the state counts " + std::to_string(evaluations) +
+        " evaluations but " + std::to_string(rows) + " history rows and " + std::to_string(bad) +
+        " evaluations without improvement");
+  }
 
   const std::string path = history_path();
   if (!path.empty()) {
@@ -939,7 +968,13 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
     }
     close_history();
     // Rows written after the state was saved belong to the interrupted run.
-    if (exists && size > bytes) std::filesystem::resize_file(path, static_cast<uintmax_t>(bytes));
+    if (exists && size > bytes) {
+      std::filesystem::resize_file(path, static_cast<uintmax_t>(bytes), ec);
+      if (ec) {
+        throw std::runtime_error("finetune: PeriodicEvaluator::load: cannot cut history '" + path +
+                                 "' back to " + std::to_string(bytes) + " bytes: " + ec.message());
+      }
+    }
   }
   best_ = best;
   best_averaged_ = best_averaged;
