@@ -51,7 +51,7 @@ for f in "${inputs[@]}"; do
   else
     status=1
     echo "fuzz_$f FAILED: see $dir/fuzz_$f.log and $dir/artifacts/"
-    grep -E 'ERROR|FUZZ_CHECK|SUMMARY|Test unit written' "$dir/fuzz_$f.log" || tail -20 "$dir/fuzz_$f.log"
+    grep -E 'ERROR|FUZZ_CHECK|what\(\)|runtime error|SUMMARY|Test unit written' "$dir/fuzz_$f.log" || tail -20 "$dir/fuzz_$f.log"
   fi
 done
 exit $status
