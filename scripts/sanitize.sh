@@ -13,7 +13,7 @@ dir=build/asan
 # The CTest tests (tests/test_<name>.cpp -> <name>, [cuda] cases as <name>_cuda)
 # and their executables. roberta_train and roberta_pretrain train for minutes
 # even uninstrumented: left out.
-tests=(compat layerwise_lr lr_schedule periodic_evaluator periodic_evaluator_crash reinit swa
+tests=(compat layerwise_lr lr_schedule periodic_evaluator periodic_evaluator_crash reinit swa unfreezing
        roberta_safetensors roberta_tokenizer roberta_data roberta_folds roberta_model)
 fuzz_inputs=($(cd tests/fuzz && ls fuzz_*.cpp | sed 's/^fuzz_//; s/\.cpp$//'))  # one per tests/fuzz/fuzz_<input>.cpp
 targets=()
@@ -31,7 +31,7 @@ if [ ! -f "$dir/CMakeCache.txt" ]; then
 fi
 cmake --build "$dir" --parallel "${JOBS:-2}" "${targets[@]}"
 
-# Sanitizer options (each reason in docs/fuzzing.md). No suppressions needed today;
+# Sanitizer options (each reason in docs/fuzzing.md). One LeakSanitizer suppression;
 # tests/sanitizers/*.supp are read so that one can be added without touching this.
 supp=$PWD/tests/sanitizers
 export ASAN_OPTIONS="detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:abort_on_error=0:suppressions=$supp/asan.supp"
