@@ -31,8 +31,9 @@ if [ ! -f "$dir/CMakeCache.txt" ]; then
 fi
 cmake --build "$dir" --parallel "${JOBS:-2}" "${targets[@]}"
 
-# Sanitizer options (each reason in docs/fuzzing.md). One LeakSanitizer suppression;
-# tests/sanitizers/*.supp are read so that one can be added without touching this.
+# Sanitizer options (each reason in docs/fuzzing.md). The suppression files
+# tests/sanitizers/*.supp hold one LeakSanitizer entry (LibTorch 1.13's);
+# all three are read, so that an entry can be added without touching this.
 supp=$PWD/tests/sanitizers
 export ASAN_OPTIONS="detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:abort_on_error=0:suppressions=$supp/asan.supp"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
