@@ -452,7 +452,11 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
   SECTION("Ctrl-C stops after the current step, with the best checkpoint intact") {
     // SIGINT after 4 s of a run far longer than that. An unhandled SIGINT would
     // also give status 130: the message tells the handled stop apart.
-    const std::string command = "timeout --preserve-status -s INT 4 " +
+    // --foreground: one SIGINT, to the run only. Without it timeout signals the
+    // run and then its whole process group, and on a loaded machine the run
+    // can take the first one before the second arrives: a second Ctrl-C,
+    // which kills at once by design.
+    const std::string command = "timeout --foreground --preserve-status -s INT 4 " +
                                 std::string(finetune_test::kRobertaExe) + " --threads 1 train" +
                                 data + " --folds 2 --batch-size 4 --epochs 100000 --out " +
                                 tmp.file("long");

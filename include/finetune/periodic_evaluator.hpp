@@ -945,12 +945,6 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
   const int64_t last_epoch = read_int("last_epoch", -1, kMax);
   const int64_t last_batch = read_int("last_batch", -1, kMax);
   const bool stopped = read_int("stopped", 0, 1) != 0;
-  if (rows > evaluations || bad > evaluations) {
-    throw std::invalid_argument(
-        "finetune: PeriodicEvaluator::load: the state counts " + std::to_string(evaluations) +
-        " evaluations but " + std::to_string(rows) + " history rows and " + std::to_string(bad) +
-        " evaluations without improvement");
-  }
 
   const std::string path = history_path();
   if (!path.empty()) {
