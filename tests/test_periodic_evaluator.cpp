@@ -696,10 +696,12 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
   auto saver = [](const std::string& p) { torch::save(torch::zeros({1}), p); };
   PeriodicEvaluator source(options, saver, kIgnoreLog);
   for (int64_t s = 0; s < 3; ++s) source.step(0, s, 3, [s] { return 1.0 / (1.0 + s); });
-  const std::vector<std::string> keys = {
-      "mode",         "best",          "best_averaged", "bad_evaluations",
-      "global_step",  "num_evaluations", "history_rows", "history_bytes",
-      "last_epoch",   "last_batch",    "stopped"};
+  const std::vector<std::string> keys = {"mode",          "best",
+                                         "best_averaged", "bad_evaluations",
+                                         "global_step",   "num_evaluations",
+                                         "history_rows",  "history_bytes",
+                                         "last_epoch",    "last_batch",
+                                         "stopped"};
   auto archive_with = [&](const std::string& key, const torch::Tensor& value) {
     torch::serialize::OutputArchive saved;
     source.save(saved);
@@ -736,8 +738,7 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
   for (const auto& [key, value, message] : cases) {
     INFO(key << ": " << message);
     TempDir other;
-    PeriodicEvaluator target(PeriodicEvaluatorOptions(other.path).eval_every(1), saver,
-                             kIgnoreLog);
+    PeriodicEvaluator target(PeriodicEvaluatorOptions(other.path).eval_every(1), saver, kIgnoreLog);
     auto archive = archive_with(key, value);
     REQUIRE_THROWS_WITH(target.load(*archive),
                         EVAL_CONTAINS("key 'periodic_evaluator_" + key + "' " + message));

@@ -590,8 +590,9 @@ TEST_CASE("SWAWrapper and SWALR load: a key of the wrong type is std::invalid_ar
   };
   {  // the copy itself is a valid archive
     SWAWrapper target(*model);
-    auto archive = with_key(save_swa, {"swa_n_averaged", "swa_ema_decay", "swa_use_buffers",
-                                       "swa_names"}, "swa_average_", "", c10::IValue());
+    auto archive =
+        with_key(save_swa, {"swa_n_averaged", "swa_ema_decay", "swa_use_buffers", "swa_names"},
+                 "swa_average_", "", c10::IValue());
     target.load(archive);
     CHECK(target.n_averaged() == 1);
   }

@@ -27,8 +27,8 @@ namespace {
 struct LayerImpl : torch::nn::Module {
   explicit LayerImpl(int64_t h)
       : dense(register_module("dense", torch::nn::Linear(h, h))),
-        LayerNorm(register_module("LayerNorm",
-                                  torch::nn::LayerNorm(torch::nn::LayerNormOptions({h})))) {}
+        LayerNorm(
+            register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h})))) {}
   torch::Tensor forward(const torch::Tensor& x) { return LayerNorm(x + torch::tanh(dense(x))); }
   torch::nn::Linear dense;
   torch::nn::LayerNorm LayerNorm;  // NOLINT: HF's name
@@ -36,7 +36,8 @@ struct LayerImpl : torch::nn::Module {
 TORCH_MODULE(Layer);
 
 struct EmbeddingsImpl : torch::nn::Module {
-  EmbeddingsImpl(int64_t in, int64_t h) : dense(register_module("dense", torch::nn::Linear(in, h))) {}
+  EmbeddingsImpl(int64_t in, int64_t h)
+      : dense(register_module("dense", torch::nn::Linear(in, h))) {}
   torch::nn::Linear dense;
 };
 TORCH_MODULE(Embeddings);
@@ -118,7 +119,8 @@ TEST_CASE("Gradual unfreezing with LLRD over frozen parameters trains as PyTorch
   options.lr(options.lr() * scale).head_lr(*options.head_lr() * scale).include_frozen(true);
   finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(*model, options);
   int64_t grouped = 0;
-  for (const auto& group : llrd.groups()) grouped += static_cast<int64_t>(group.parameter_names.size());
+  for (const auto& group : llrd.groups())
+    grouped += static_cast<int64_t>(group.parameter_names.size());
   CHECK(grouped == static_cast<int64_t>(model->parameters().size()));
   torch::optim::AdamW optimizer(llrd.param_groups(), torch::optim::AdamWOptions(3.5e-6 * scale));
   llrd.apply_to(optimizer);
@@ -127,8 +129,8 @@ TEST_CASE("Gradual unfreezing with LLRD over frozen parameters trains as PyTorch
   for (size_t s = 0; s < steps.size(); ++s) {
     INFO("step " << s + 1);
     const auto& b = g.at("batches")[s];
-    const auto x = torch::tensor(b.at("x").get<std::vector<double>>(), torch::kDouble)
-                       .reshape({batch, in});
+    const auto x =
+        torch::tensor(b.at("x").get<std::vector<double>>(), torch::kDouble).reshape({batch, in});
     const auto y = torch::tensor(b.at("y").get<std::vector<double>>(), torch::kDouble);
     optimizer.zero_grad();
     torch::mse_loss(model->forward(x), y).backward();
@@ -202,7 +204,8 @@ TEST_CASE("Gradual unfreezing resumes from its saved counters", "[unfreezing]") 
   }
   torch::serialize::InputArchive in;
   in.load_from(again);
-  CHECK_THROWS_WITH(other.load(in), finetune_test::HasSubstring("saved for 4 blocks, this one has 3"));
+  CHECK_THROWS_WITH(other.load(in),
+                    finetune_test::HasSubstring("saved for 4 blocks, this one has 3"));
   CHECK(other.unfrozen_blocks() == 0);
   CHECK(trainable_blocks(smaller) == 0);
 }

@@ -907,11 +907,12 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
   };
   auto read = [&](const std::string& key, bool integral) {
     torch::Tensor t;
-    if (!archive.try_read("periodic_evaluator_" + key, t)) throw fail(key, "missing from the archive");
+    if (!archive.try_read("periodic_evaluator_" + key, t))
+      throw fail(key, "missing from the archive");
     if (t.numel() != 1) throw fail(key, "holds " + std::to_string(t.numel()) + " elements, not 1");
     if (integral ? t.scalar_type() != torch::kLong : !t.is_floating_point()) {
-      throw fail(key, std::string("is not ") + (integral ? "an int64" : "a floating-point") +
-                          " tensor");
+      throw fail(key,
+                 std::string("is not ") + (integral ? "an int64" : "a floating-point") + " tensor");
     }
     return t.to(torch::kCPU);
   };

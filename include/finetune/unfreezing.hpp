@@ -119,8 +119,8 @@ class GradualUnfreezing {
 // Definitions
 // ===========================================================================
 
-inline GradualUnfreezing::GradualUnfreezing(
-    std::vector<std::shared_ptr<torch::nn::Module>> blocks, GradualUnfreezingOptions options)
+inline GradualUnfreezing::GradualUnfreezing(std::vector<std::shared_ptr<torch::nn::Module>> blocks,
+                                            GradualUnfreezingOptions options)
     : blocks_(std::move(blocks)), options_(std::move(options)) {
   if (blocks_.empty()) throw std::invalid_argument("GradualUnfreezing: no blocks given");
   for (size_t i = 0; i < blocks_.size(); ++i) {

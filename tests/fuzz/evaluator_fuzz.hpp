@@ -7,8 +7,8 @@
 // trip through the bytes torch::save writes.
 #pragma once
 
-#include <finetune/periodic_evaluator.hpp>
 #include <torch/torch.h>
+#include <finetune/periodic_evaluator.hpp>
 
 #include <cstdlib>
 #include <filesystem>
@@ -45,7 +45,8 @@ inline std::string read_file(const std::string& path) {
 }
 
 /// `archive` as torch::save writes it, read back as torch::load reads it.
-inline void round_trip(torch::serialize::OutputArchive& archive, torch::serialize::InputArchive& into) {
+inline void round_trip(torch::serialize::OutputArchive& archive,
+                       torch::serialize::InputArchive& into) {
   std::ostringstream bytes;
   archive.save_to(bytes);
   const std::string s = bytes.str();

@@ -24,9 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string history(reinterpret_cast<const char*>(data) + 1, size - 1);
 
   const std::string dir = fuzz::fresh_folder();
-  const auto options = finetune::PeriodicEvaluatorOptions(dir).eval_every(1).eval_every_from_epoch(0)
-                           .history_format(jsonl ? finetune::HistoryFormat::jsonl
-                                                 : finetune::HistoryFormat::csv);
+  const auto options =
+      finetune::PeriodicEvaluatorOptions(dir).eval_every(1).eval_every_from_epoch(0).history_format(
+          jsonl ? finetune::HistoryFormat::jsonl : finetune::HistoryFormat::csv);
   const auto save = [](const std::string& path) { fuzz::write_file(path, "checkpoint"); };
   const auto quiet = [](const std::string&) {};
   torch::serialize::OutputArchive state;
@@ -51,9 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "load() left a history that is not a prefix of the file");
   resumed.step(0, steps - 1, steps, [] { return 0.25; });
   const std::string after = fuzz::read_file(path);
-  const auto rows = std::count(after.begin() + static_cast<std::ptrdiff_t>(
-                                   std::min(kept.size(), after.size())),
-                               after.end(), '\n');
+  const auto rows =
+      std::count(after.begin() + static_cast<std::ptrdiff_t>(std::min(kept.size(), after.size())),
+                 after.end(), '\n');
   FUZZ_CHECK(after.size() > kept.size() && after.compare(0, kept.size(), kept) == 0 &&
                  after.back() == '\n' && (rows == 1 || (kept.empty() && rows == 2)),
              "a step after load() did not append exactly one history row (a header first "

@@ -47,32 +47,41 @@ torch::Tensor make_tensor(Bytes& in) {
   for (int64_t i = 0; i < n; ++i) words.push_back(in.word());
   auto longs = torch::tensor(words, torch::kLong);
   switch (kind & 7) {
-    case 1: case 5: {  // the words' bits as doubles (NaN, inf, subnormals...)
+    case 1:
+    case 5: {  // the words' bits as doubles (NaN, inf, subnormals...)
       std::vector<double> d(words.size());
       if (!words.empty()) std::memcpy(d.data(), words.data(), words.size() * sizeof(double));
       auto t = torch::tensor(d, torch::kDouble);
       return (kind & 7) == 5 ? t.to(torch::kHalf) : t;
     }
-    case 2: return longs.to(torch::kFloat);
-    case 3: return longs.to(torch::kInt);
-    case 4: return longs.to(torch::kBool);
-    case 6: return longs.reshape({1, n});
-    default: return longs;
+    case 2:
+      return longs.to(torch::kFloat);
+    case 3:
+      return longs.to(torch::kInt);
+    case 4:
+      return longs.to(torch::kBool);
+    case 6:
+      return longs.reshape({1, n});
+    default:
+      return longs;
   }
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::array<const char*, 11> keys = {
-      "mode",      "best",          "best_averaged", "bad_evaluations", "global_step",
-      "num_evaluations", "history_rows", "history_bytes", "last_epoch",  "last_batch",
-      "stopped"};
+  static const std::array<const char*, 11> keys = {"mode",          "best",
+                                                   "best_averaged", "bad_evaluations",
+                                                   "global_step",   "num_evaluations",
+                                                   "history_rows",  "history_bytes",
+                                                   "last_epoch",    "last_batch",
+                                                   "stopped"};
   Bytes in{data, size};
   const unsigned present = in.byte() | (static_cast<unsigned>(in.byte()) << 8);
   torch::serialize::OutputArchive out;
   for (size_t k = 0; k < keys.size(); ++k)
-    if (present & (1u << k)) out.write(std::string("periodic_evaluator_") + keys[k], make_tensor(in));
+    if (present & (1u << k))
+      out.write(std::string("periodic_evaluator_") + keys[k], make_tensor(in));
   const bool history_exists = (in.byte() & 1) != 0;
   const std::string history(reinterpret_cast<const char*>(data) + in.pos, size - in.pos);
 
