@@ -299,11 +299,14 @@ TEST_CASE("step semantics: factor(0) after construction, one factor per step", "
   CHECK(custom.get_last_lr() == std::vector<double>{0.5 / 3.0});
   CHECK(custom.initial_lrs() == std::vector<double>{0.5});
   CHECK(custom.factor_at(8) == 0.1);
-  // A group added behind the schedule's back is reported, not ignored.
+  // A group added later (gradual unfreezing) is adopted at the next step with
+  // the lr it was added with (here the optimizer's default, 0.5).
   sgd.add_param_group(
       torch::optim::OptimizerParamGroup({torch::zeros({1}, torch::requires_grad())}));
-  CHECK(contains(invalid_argument_message([&] { custom.step(); }),
-                 "has 2 parameter groups but the schedule was built for 1"));
+  custom.step();
+  CHECK(custom.initial_lrs() == std::vector<double>{0.5, 0.5});
+  CHECK(custom.get_last_lr() == std::vector<double>{0.5 / 4.0, 0.5 / 4.0});
+  CHECK(sgd.param_groups()[1].options().get_lr() == 0.5 / 4.0);
 }
 
 TEST_CASE("bad input throws std::invalid_argument saying what is wrong", "[lr_schedule]") {

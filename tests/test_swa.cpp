@@ -631,7 +631,7 @@ TEST_CASE("SWAWrapper and SWALR load: a key of the wrong type is std::invalid_ar
                              "swalr_swa_lr", "swalr_last_lr"},
                             "", key, value);
     REQUIRE_THROWS_WITH(target.load(archive), HasSubstring("key '" + key + "' holds a"));
-    CHECK(target.step_count() == 1);
+    CHECK(target.step_count() == 0);  // Scheduler counting: none taken
     CHECK(target.get_last_lr() == lrs);
   }
   CHECK(identical(*model, before));

@@ -34,46 +34,49 @@
 #include <torch/types.h>
 
 #include "finetune/compat.hpp"
+#include "finetune/scheduler.hpp"
 
 namespace finetune {
 
 /// The mechanism: lr of group g at step s = initial_lr[g] * factor(s), like
-/// torch.optim.lr_scheduler.LambdaLR with one function for all groups.
-class LRSchedule {
+/// torch.optim.lr_scheduler.LambdaLR with one function for all groups. A
+/// Scheduler (scheduler.hpp: counting, adoption of new groups, save/load).
+class LRSchedule : public Scheduler {
  public:
   /// Factor of the initial lr at a step (step 0 = before the first step()).
   using Factor = std::function<double(int64_t step)>;
 
-  /// `optimizer`: non-owning; must outlive the schedule and keep its number
-  /// of groups. Records every group's current lr as its initial lr and sets
-  /// it to factor(0) * initial lr. Throws std::invalid_argument if the
-  /// optimizer has no groups or `factor` is empty.
+  /// `optimizer`: non-owning; must outlive the schedule. Records every
+  /// group's current lr as its initial lr and sets it to factor(0) * initial
+  /// lr. Throws std::invalid_argument if the optimizer has no groups or
+  /// `factor` is empty.
   LRSchedule(torch::optim::Optimizer& optimizer, Factor factor);
-  virtual ~LRSchedule() = default;
 
   /// Advances one step and sets every group's lr to factor(step) * initial
-  /// lr. Call after optimizer.step(). No allocation.
-  void step();
+  /// lr. Call after each optimizer step that was taken. A group added to the
+  /// optimizer since the last call is adopted first: its initial lr is the
+  /// lr it has now (the one it was added with). No allocation otherwise.
+  void step() override;
   /// Steps taken since construction (LambdaLR's last_epoch).
-  int64_t step_count() const noexcept { return step_; }
+  int64_t step_count() const noexcept override { return step_; }
   /// factor(step_count()).
   double last_factor() const noexcept { return factor_value_; }
   /// Factor at any step, without changing anything.
   double factor_at(int64_t step) const { return factor_(step); }
   /// The lrs this schedule last set, one per group (LambdaLR.get_last_lr()).
-  std::vector<double> get_last_lr() const;
+  std::vector<double> get_last_lr() const override;
   /// Initial lrs, one per group.
   const std::vector<double>& initial_lrs() const noexcept { return initial_lrs_; }
 
   /// Writes step count and initial lrs.
-  void save(torch::serialize::OutputArchive& archive) const;
+  void save(torch::serialize::OutputArchive& archive) const override;
   /// Restores step count and initial lrs, then sets the lrs of that step, so
   /// a resumed run continues the same curve. Throws std::invalid_argument,
   /// naming the key, for an archive without LRSchedule's keys, with values of
   /// the wrong type, a negative step, a non-finite or negative lr, or a number
   /// of groups other than the optimizer's; the schedule and the optimizer's
   /// lrs are then unchanged.
-  void load(torch::serialize::InputArchive& archive);
+  void load(torch::serialize::InputArchive& archive) override;
 
  private:
   void apply();
@@ -213,11 +216,15 @@ inline LRSchedule::LRSchedule(torch::optim::Optimizer& optimizer, Factor factor)
 
 inline void LRSchedule::apply() {
   auto& groups = optimizer_.param_groups();
-  if (groups.size() != initial_lrs_.size()) {
+  if (groups.size() < initial_lrs_.size()) {
     throw std::invalid_argument("LRSchedule: the optimizer has " + std::to_string(groups.size()) +
-                                " parameter groups but the schedule was built for " +
-                                std::to_string(initial_lrs_.size()));
+                                " parameter groups but the schedule knows " +
+                                std::to_string(initial_lrs_.size()) +
+                                " (groups cannot be removed from a scheduled optimizer)");
   }
+  // Groups added since (gradual unfreezing): their lr now is their initial lr.
+  for (size_t g = initial_lrs_.size(); g < groups.size(); ++g)
+    initial_lrs_.push_back(groups[g].options().get_lr());
   factor_value_ = factor_(step_);  // once per step, then one multiply per group
   for (size_t g = 0; g < groups.size(); ++g)
     groups[g].options().set_lr(initial_lrs_[g] * factor_value_);

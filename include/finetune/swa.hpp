@@ -11,12 +11,17 @@
 //               and always restores the training weights.
 //   update_bn   recompute BatchNorm running statistics (cumulative average).
 //   SWALR       anneal every param group's lr to swa_lr, then hold it.
+//   SWAScheduler  a schedule (e.g. warm-up and linear decay) until the SWA
+//               start, SWALR after it: the article's composition, one
+//               Scheduler, so the loop has one scheduler.step().
 //
-// The user's loop stays the user's: call swalr.step() and swa.update(*model)
-// after optimizer.step() from the SWA start on (see docs/swa.md).
+// The user's loop stays the user's: call scheduler.step() after each
+// optimizer step taken, and swa.update(*model) when scheduler.averaging()
+// says the step belongs to the SWA phase (see docs/swa.md).
 #pragma once
 
 #include <finetune/compat.hpp>
+#include <finetune/scheduler.hpp>
 
 #include <torch/torch.h>
 
@@ -190,40 +195,109 @@ struct SWALROptions {
 /// unchanged unless anneal_epochs is 0). Each later step() moves each
 /// group's lr from its current value towards swa_lr by PyTorch's ratio
 /// formula, with PyTorch's float arithmetic in PyTorch's order, so the lrs
-/// equal Python's. Build it together with your other schedule (as the article
-/// does) and call step() instead of that schedule's from the SWA start on.
-class SWALR {
+/// equal Python's. To run another schedule before it, use SWAScheduler
+/// rather than two schedulers.
+class SWALR : public Scheduler {
  public:
   /// Throws std::invalid_argument for a negative anneal_epochs, a non-finite
   /// or negative swa_lr, or a swa_lr list whose length is neither 1 nor the
   /// number of param groups.
   SWALR(torch::optim::Optimizer& optimizer, SWALROptions options);
 
-  /// Sets the next lr of every param group. Call after optimizer.step().
-  void step();
+  /// Sets the next lr of every param group. Call after each optimizer step
+  /// taken. A group added since the last call anneals from the lr it was
+  /// added with (needs a single swa_lr, or one per group).
+  void step() override;
   /// The lrs set by the last step (or by construction).
-  const std::vector<double>& get_last_lr() const { return last_lr_; }
-  /// Python's _step_count: 1 after construction, +1 per step().
-  int64_t step_count() const { return step_count_; }
+  std::vector<double> get_last_lr() const override { return last_lr_; }
+  /// step() calls since construction (Scheduler's counting: 0 after it;
+  /// Python's _step_count is this + 1).
+  int64_t step_count() const override { return step_count_ - 1; }
   const SWALROptions& options() const { return options_; }
 
-  /// Saves the step count and the options (the lrs live in the optimizer:
-  /// save it too). Construct the SWALR before loading the optimizer.
-  void save(torch::serialize::OutputArchive& archive) const;
+  /// Saves the step count, the options and the lrs set last.
+  void save(torch::serialize::OutputArchive& archive) const override;
   /// Restores what save() wrote and sets each group's lr to the one this
-  /// scheduler set last (LibTorch 1.13's Optimizer::load does not restore
-  /// lrs); the next step() continues the trajectory exactly.
-  void load(torch::serialize::InputArchive& archive);
+  /// scheduler set last; the next step() continues the trajectory exactly,
+  /// whether the optimizer was loaded before or after. Throws
+  /// std::invalid_argument (nothing changed) on a state it cannot use.
+  void load(torch::serialize::InputArchive& archive) override;
+
+  /// Throws std::invalid_argument unless `options` suit an optimizer with
+  /// `groups` param groups (the constructor's checks).
+  static void validate(const SWALROptions& options, size_t groups);
 
  private:
-  static void validate(const SWALROptions& options, size_t groups);
   double swa_lr_of(size_t group) const;
   double anneal(double t) const;
 
   torch::optim::Optimizer& optimizer_;
   SWALROptions options_;
-  int64_t step_count_ = 0;
+  int64_t step_count_ = 0;  // Python's _step_count
   std::vector<double> last_lr_;
+};
+
+/// Options of SWAScheduler.
+struct SWASchedulerOptions {
+  /// `swa_start`: see the field; `swalr`: SWALR's options (swa_lr, anneal).
+  SWASchedulerOptions(int64_t swa_start, SWALROptions swalr)
+      : swa_start_(swa_start), swalr_(std::move(swalr)) {}
+  /// Optimizer steps run by the first schedule, >= 0; the step after them
+  /// is the first of the SWA phase (SWALR steps, the average is updated).
+  /// The notebook: the first batch of the SWA start epoch, i.e.
+  /// swa_start_epoch * optimizer steps per epoch.
+  TORCH_ARG(int64_t, swa_start);
+  /// The SWALR that takes over.
+  TORCH_ARG(SWALROptions, swalr);
+};
+
+/// The article's composition as one Scheduler: `before` (typically a
+/// WarmupLinearSchedule) for the first swa_start optimizer steps, then SWALR,
+/// which anneals from the lr `before` reached. Equal, step for step, to the
+/// notebook's loop that builds both and calls one or the other (golden
+/// swa_lr.json "composition").
+///
+///   finetune::SWAScheduler scheduler(
+///       optimizer,
+///       std::make_unique<finetune::WarmupLinearSchedule>(optimizer, warmup_options),
+///       finetune::SWASchedulerOptions(swa_start, finetune::SWALROptions(2e-6).anneal_epochs(10)));
+///   ... optimizer.step(); scheduler.step(); if (scheduler.averaging()) swa.update(*model);
+///
+/// save()/load() cover both phases: a run resumed before, at or after the
+/// SWA start continues with the uninterrupted run's lrs.
+class SWAScheduler : public Scheduler {
+ public:
+  /// `before` must schedule `optimizer` (non-owning; it must outlive this).
+  /// Throws std::invalid_argument on a null `before`, a negative swa_start or
+  /// SWALR options that do not suit the optimizer.
+  SWAScheduler(torch::optim::Optimizer& optimizer, std::unique_ptr<Scheduler> before,
+               SWASchedulerOptions options);
+
+  /// Steps `before` for steps 1..swa_start, SWALR from step swa_start + 1 on.
+  void step() override;
+  int64_t step_count() const override { return step_count_; }
+  std::vector<double> get_last_lr() const override;
+  /// Whether the optimizer step just counted by step() belongs to the SWA
+  /// phase (step_count() > swa_start): update the average when it does.
+  bool averaging() const { return step_count_ > options_.swa_start(); }
+  /// The first schedule (its own counters stop at swa_start).
+  const Scheduler& before() const { return *before_; }
+  /// The SWALR once the SWA phase began; null before.
+  const SWALR* swalr() const { return swalr_.get(); }
+  const SWASchedulerOptions& options() const { return options_; }
+
+  void save(torch::serialize::OutputArchive& archive) const override;
+  /// Restores both phases' state and sets the lrs of the saved step. Throws
+  /// std::invalid_argument (nothing changed) for a state saved with another
+  /// swa_start or SWALR options, or any part it cannot use.
+  void load(torch::serialize::InputArchive& archive) override;
+
+ private:
+  torch::optim::Optimizer& optimizer_;
+  std::unique_ptr<Scheduler> before_;
+  SWASchedulerOptions options_;
+  std::unique_ptr<SWALR> swalr_;
+  int64_t step_count_ = 0;
 };
 
 // ===========================================================================
@@ -680,14 +754,17 @@ inline void SWALR::step() {
   const double prev_alpha = anneal(prev_t);
   const double t = std::max(0.0, std::min(1.0, static_cast<double>(step) / span));
   const double alpha = anneal(t);
-  last_lr_.assign(groups.size(), 0.0);
+  const size_t known = step_count_ == 1 ? groups.size() : last_lr_.size();
+  last_lr_.resize(groups.size(), 0.0);
   for (size_t g = 0; g < groups.size(); ++g) {
     const double swa_lr = swa_lr_of(g);
     const double lr = groups[g].options().get_lr();
     // _get_initial_lr: the lr the annealing started from, recovered from the
-    // current one, so another schedule's changes before the switch count.
-    const double prev_lr =
-        prev_alpha == 1.0 ? swa_lr : (lr - prev_alpha * swa_lr) / (1.0 - prev_alpha);
+    // current one, so another schedule's changes before the switch count. A
+    // group added since the last step anneals from the lr it was added with.
+    const double prev_lr = g >= known          ? lr
+                           : prev_alpha == 1.0 ? swa_lr
+                                               : (lr - prev_alpha * swa_lr) / (1.0 - prev_alpha);
     const double next = swa_lr * alpha + prev_lr * (1.0 - alpha);
     groups[g].options().set_lr(next);
     last_lr_[g] = next;
@@ -732,6 +809,90 @@ inline void SWALR::load(torch::serialize::InputArchive& archive) {
   // LibTorch 1.13's Optimizer::load keeps the current param-group options, so
   // put back the lrs this scheduler set last (2.x restores the same values).
   for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(last_lr_[g]);
+}
+
+inline SWAScheduler::SWAScheduler(torch::optim::Optimizer& optimizer,
+                                  std::unique_ptr<Scheduler> before, SWASchedulerOptions options)
+    : optimizer_(optimizer), before_(std::move(before)), options_(std::move(options)) {
+  if (!before_) throw std::invalid_argument("SWAScheduler: the first schedule is null");
+  if (options_.swa_start() < 0) {
+    throw std::invalid_argument("SWAScheduler: swa_start must be >= 0, got " +
+                                std::to_string(options_.swa_start()));
+  }
+  SWALR::validate(options_.swalr(), optimizer_.param_groups().size());
+}
+
+inline void SWAScheduler::step() {
+  if (step_count_ < options_.swa_start()) {
+    before_->step();
+  } else {
+    // The notebook builds SWALR with the other schedule, before training; it
+    // only reads the lr it anneals from at its first step, so building it at
+    // the switch gives the same lrs (and no construction-time surprise when
+    // anneal_epochs is 0).
+    if (!swalr_) swalr_ = std::make_unique<SWALR>(optimizer_, options_.swalr());
+    swalr_->step();
+  }
+  ++step_count_;
+}
+
+inline std::vector<double> SWAScheduler::get_last_lr() const {
+  return swalr_ ? swalr_->get_last_lr() : before_->get_last_lr();
+}
+
+inline void SWAScheduler::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("swa_scheduler_step_count", c10::IValue(step_count_));
+  archive.write("swa_scheduler_swa_start", c10::IValue(options_.swa_start()));
+  before_->save(archive);
+  archive.write("swa_scheduler_has_swalr", c10::IValue(swalr_ != nullptr));
+  if (swalr_) swalr_->save(archive);
+}
+
+inline void SWAScheduler::load(torch::serialize::InputArchive& archive) {
+  const char* who = "SWAScheduler::load";
+  const int64_t count = detail::swa_read_as<int64_t>(archive, "swa_scheduler_step_count", who);
+  const int64_t start = detail::swa_read_as<int64_t>(archive, "swa_scheduler_swa_start", who);
+  const bool has_swalr = detail::swa_read_as<bool>(archive, "swa_scheduler_has_swalr", who);
+  if (start != options_.swa_start()) {
+    throw std::invalid_argument(std::string(who) + ": the state was saved with swa_start " +
+                                std::to_string(start) + ", this scheduler has " +
+                                std::to_string(options_.swa_start()));
+  }
+  if (count < 0 || has_swalr != (count > start)) {
+    throw std::invalid_argument(std::string(who) + ": inconsistent state: step count " +
+                                std::to_string(count) + ", swa_start " + std::to_string(start) +
+                                (has_swalr ? ", with" : ", without") + " SWALR state");
+  }
+  // Both parts are strong on their own; SWALR's construction and load may set
+  // lrs, so the lrs are put back if anything after them fails.
+  auto& groups = optimizer_.param_groups();
+  std::vector<double> lrs;
+  for (const auto& group : groups) lrs.push_back(group.options().get_lr());
+  std::unique_ptr<SWALR> swalr;
+  try {
+    if (has_swalr) {
+      swalr = std::make_unique<SWALR>(optimizer_, options_.swalr());
+      swalr->load(archive);
+      const SWALROptions& saved = swalr->options();
+      const SWALROptions& mine = options_.swalr();
+      if (saved.swa_lr() != mine.swa_lr() || saved.anneal_epochs() != mine.anneal_epochs() ||
+          saved.anneal_strategy() != mine.anneal_strategy()) {
+        throw std::invalid_argument(std::string(who) +
+                                    ": the state was saved with other SWALR options "
+                                    "(swa_lr, anneal_epochs or anneal_strategy)");
+      }
+    }
+    before_->load(archive);  // sets the first schedule's lrs
+  } catch (...) {
+    for (size_t g = 0; g < groups.size() && g < lrs.size(); ++g) groups[g].options().set_lr(lrs[g]);
+    throw;
+  }
+  swalr_ = std::move(swalr);
+  step_count_ = count;
+  if (swalr_) {
+    const auto last = swalr_->get_last_lr();
+    for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set_lr(last[g]);
+  }
 }
 
 }  // namespace finetune
