@@ -109,79 +109,87 @@ TEST_CASE("schedule, best, early stopping and printed lines equal the notebook's
           "[periodic_evaluator]") {
   const auto golden = finetune_test::load_golden_json("periodic_evaluator_schedule.json");
   REQUIRE(golden["cases"].size() >= 10);
-  for (const auto& c : golden["cases"]) {
-    const std::string name = c["name"];
-    INFO("case " << name);
-    TempDir dir;
-    const bool min = c["mode"] == "min";
-    const auto metrics = c["metrics"].get<std::vector<double>>();
-    const int64_t epochs = c["epochs"];
-    const int64_t batches = c["batches"];
-    std::vector<std::string> lines;
-    int saves = 0;
-    PeriodicEvaluator evaluator(
-        PeriodicEvaluatorOptions(dir.path)
-            .eval_every(c["eval_every"].get<int64_t>())
-            .eval_every_from_epoch(c["from_epoch"].get<int64_t>())
-            .patience(c["patience"].get<int64_t>())
-            .mode(min ? MetricMode::min : MetricMode::max)
-            .log_prefix("FOLD: 0, "),
-        [&](const std::string& path) { std::ofstream(path) << ++saves; },
-        [&](const std::string& line) { lines.push_back(line); });
+  // Both APIs: step(epoch, batch, batches_in_epoch) and the counting one,
+  // step() per optimizer step and end_epoch() when the data runs out.
+  for (const bool counting : {false, true})
+    for (const auto& c : golden["cases"]) {
+      const std::string name = c["name"];
+      INFO("case " << name << (counting ? ", counting API" : ", batch-index API"));
+      TempDir dir;
+      const bool min = c["mode"] == "min";
+      const auto metrics = c["metrics"].get<std::vector<double>>();
+      const int64_t epochs = c["epochs"];
+      const int64_t batches = c["batches"];
+      std::vector<std::string> lines;
+      int saves = 0;
+      PeriodicEvaluator evaluator(
+          PeriodicEvaluatorOptions(dir.path)
+              .eval_every(c["eval_every"].get<int64_t>())
+              .eval_every_from_epoch(c["from_epoch"].get<int64_t>())
+              .patience(c["patience"].get<int64_t>())
+              .mode(min ? MetricMode::min : MetricMode::max)
+              .log_prefix("FOLD: 0, "),
+          [&](const std::string& path) { std::ofstream(path) << ++saves; },
+          [&](const std::string& line) { lines.push_back(line); });
 
-    nlohmann::json evaluations = nlohmann::json::array();
-    size_t next = 0;
-    bool stopped = false;
-    // The notebook's loop: stop both loops when the evaluator says so.
-    for (int64_t epoch = 0; epoch < epochs && !stopped; ++epoch) {
-      for (int64_t i = 0; i < batches; ++i) {
-        const bool stop = evaluator.step(epoch, i, batches, [&] {
-          REQUIRE(next < metrics.size());
-          return metrics[next++];
-        });
-        if (evaluator.evaluated_last_step()) {
-          const auto& r = evaluator.last_evaluation();
-          CHECK(r.epoch == epoch);
-          CHECK(r.batch == i);
-          evaluations.push_back({{"epoch", epoch}, {"batch", i}, {"saved", r.improved}});
+      nlohmann::json evaluations = nlohmann::json::array();
+      size_t next = 0;
+      bool stopped = false;
+      // The notebook's loop: stop both loops when the evaluator says so.
+      auto metric = [&] {
+        REQUIRE(next < metrics.size());
+        return metrics[next++];
+      };
+      auto observe = [&](int64_t epoch, int64_t batch) {
+        if (!evaluator.evaluated_last_step()) return;
+        const auto& r = evaluator.last_evaluation();
+        CHECK(r.epoch == epoch);
+        CHECK(r.batch == batch);
+        evaluations.push_back({{"epoch", epoch}, {"batch", batch}, {"saved", r.improved}});
+      };
+      for (int64_t epoch = 0; epoch < epochs && !stopped; ++epoch) {
+        for (int64_t i = 0; i < batches && !stopped; ++i) {
+          stopped = counting ? evaluator.step(metric) : evaluator.step(epoch, i, batches, metric);
+          observe(epoch, i);
         }
-        if (stop) {
-          stopped = true;
-          break;
+        if (counting && !stopped) {
+          CHECK(evaluator.steps_in_epoch() == batches);
+          stopped = evaluator.end_epoch(metric);
+          observe(epoch, batches - 1);
+          CHECK(evaluator.epoch() == epoch + 1);
         }
       }
-    }
-    CHECK(next == metrics.size());
-    CHECK(evaluations == c["evaluations"]);
-    CHECK(stopped == c["stopped"].get<bool>());
-    CHECK(evaluator.should_stop() == c["stopped"].get<bool>());
-    CHECK(evaluator.best() == c["best"].get<double>());
-    CHECK(evaluator.evaluations_without_improvement() ==
-          c["evaluations_without_improvement"].get<int64_t>());
-    CHECK(evaluator.num_evaluations() == static_cast<int64_t>(metrics.size()));
-    if (min) CHECK(lines == c["lines"].get<std::vector<std::string>>());
+      CHECK(next == metrics.size());
+      CHECK(evaluations == c["evaluations"]);
+      CHECK(stopped == c["stopped"].get<bool>());
+      CHECK(evaluator.should_stop() == c["stopped"].get<bool>());
+      CHECK(evaluator.best() == c["best"].get<double>());
+      CHECK(evaluator.evaluations_without_improvement() ==
+            c["evaluations_without_improvement"].get<int64_t>());
+      CHECK(evaluator.num_evaluations() == static_cast<int64_t>(metrics.size()));
+      if (min) CHECK(lines == c["lines"].get<std::vector<std::string>>());
 
-    // The checkpoint on disk is the last improvement's; the history has one
-    // row per evaluation with the same decisions.
-    int improvements = 0;
-    for (const auto& e : c["evaluations"]) improvements += e["saved"].get<bool>() ? 1 : 0;
-    CHECK(saves == improvements);
-    CHECK(read_text(evaluator.best_checkpoint_path()) == std::to_string(improvements));
-    const auto history = read_lines(evaluator.history_path());
-    REQUIRE(history.size() == metrics.size() + 1);
-    CHECK(history[0] == "epoch,batch,step,weights,metric,best,improved");
-    for (size_t k = 0; k < metrics.size(); ++k) {
-      const auto fields = split(history[k + 1], ',');
-      REQUIRE(fields.size() == 7);
-      CHECK(std::stoll(fields[0]) == c["evaluations"][k]["epoch"].get<int64_t>());
-      CHECK(std::stoll(fields[1]) == c["evaluations"][k]["batch"].get<int64_t>());
-      CHECK(std::stoll(fields[2]) == c["evaluations"][k]["epoch"].get<int64_t>() * batches +
-                                         c["evaluations"][k]["batch"].get<int64_t>() + 1);
-      CHECK(fields[3] == "raw");
-      CHECK(std::stod(fields[4]) == metrics[k]);
-      CHECK(fields[6] == (c["evaluations"][k]["saved"].get<bool>() ? "1" : "0"));
+      // The checkpoint on disk is the last improvement's; the history has one
+      // row per evaluation with the same decisions.
+      int improvements = 0;
+      for (const auto& e : c["evaluations"]) improvements += e["saved"].get<bool>() ? 1 : 0;
+      CHECK(saves == improvements);
+      CHECK(read_text(evaluator.best_checkpoint_path()) == std::to_string(improvements));
+      const auto history = read_lines(evaluator.history_path());
+      REQUIRE(history.size() == metrics.size() + 1);
+      CHECK(history[0] == "epoch,batch,step,weights,metric,best,improved");
+      for (size_t k = 0; k < metrics.size(); ++k) {
+        const auto fields = split(history[k + 1], ',');
+        REQUIRE(fields.size() == 7);
+        CHECK(std::stoll(fields[0]) == c["evaluations"][k]["epoch"].get<int64_t>());
+        CHECK(std::stoll(fields[1]) == c["evaluations"][k]["batch"].get<int64_t>());
+        CHECK(std::stoll(fields[2]) == c["evaluations"][k]["epoch"].get<int64_t>() * batches +
+                                           c["evaluations"][k]["batch"].get<int64_t>() + 1);
+        CHECK(fields[3] == "raw");
+        CHECK(std::stod(fields[4]) == metrics[k]);
+        CHECK(fields[6] == (c["evaluations"][k]["saved"].get<bool>() ? "1" : "0"));
+      }
     }
-  }
 }
 
 TEST_CASE("is_due follows the notebook's condition", "[periodic_evaluator]") {
@@ -696,12 +704,13 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
   auto saver = [](const std::string& p) { torch::save(torch::zeros({1}), p); };
   PeriodicEvaluator source(options, saver, kIgnoreLog);
   for (int64_t s = 0; s < 3; ++s) source.step(0, s, 3, [s] { return 1.0 / (1.0 + s); });
-  const std::vector<std::string> keys = {"mode",          "best",
-                                         "best_averaged", "bad_evaluations",
-                                         "global_step",   "num_evaluations",
-                                         "history_rows",  "history_bytes",
-                                         "last_epoch",    "last_batch",
-                                         "stopped"};
+  const std::vector<std::string> keys = {"mode",           "best",
+                                         "best_averaged",  "bad_evaluations",
+                                         "global_step",    "num_evaluations",
+                                         "history_rows",   "history_bytes",
+                                         "last_epoch",     "last_batch",
+                                         "stopped",        "epoch",
+                                         "steps_in_epoch", "step_evaluated"};
   auto archive_with = [&](const std::string& key, const torch::Tensor& value) {
     torch::serialize::OutputArchive saved;
     source.save(saved);
@@ -734,6 +743,9 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
       {"last_batch", torch::full({1}, -2, torch::kLong), "is -2, outside [-1, "},
       {"mode", torch::full({1}, 7, torch::kLong), "is 7, outside [0, 1]"},
       {"stopped", torch::full({1}, 2, torch::kLong), "is 2, outside [0, 1]"},
+      {"epoch", torch::full({1}, -1, torch::kLong), "is -1, outside [0, "},
+      {"steps_in_epoch", torch::full({1}, 0.5, torch::kDouble), "is not an int64 tensor"},
+      {"step_evaluated", torch::full({1}, 3, torch::kLong), "is 3, outside [0, 1]"},
   };
   for (const auto& [key, value, message] : cases) {
     INFO(key << ": " << message);
@@ -744,5 +756,75 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
                         EVAL_CONTAINS("key 'periodic_evaluator_" + key + "' " + message));
     CHECK(target.global_step() == 0);
     CHECK(target.num_evaluations() == 0);
+  }
+}
+
+TEST_CASE("counting API: optimizer steps, not batches; epoch ends come from the caller",
+          "[periodic_evaluator][accumulation]") {
+  // Gradient accumulation over K = 3 batches of a loader whose length the
+  // loop does not know: the evaluator sees optimizer steps only. Its
+  // evaluations are those of the batch-index API over steps per epoch.
+  const int64_t K = 3, batches_per_epoch = 20, epochs = 4;
+  const int64_t steps_per_epoch = (batches_per_epoch + K - 1) / K;  // last step takes 2 batches
+  auto options = [](const std::string& d) {
+    return PeriodicEvaluatorOptions(d).eval_every(2).eval_every_from_epoch(1).patience(100);
+  };
+  auto metric_at = [](int64_t global_step) { return 1.0 / (1.0 + 0.1 * global_step); };
+  TempDir by_index_dir, counting_dir;
+  PeriodicEvaluator by_index(options(by_index_dir.path), PeriodicEvaluator::SaveFn(), kIgnoreLog);
+  PeriodicEvaluator counting(options(counting_dir.path), PeriodicEvaluator::SaveFn(), kIgnoreLog);
+  for (int64_t epoch = 0; epoch < epochs; ++epoch) {
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      by_index.step(epoch, s, steps_per_epoch, [&] { return metric_at(by_index.global_step()); });
+    }
+    int64_t batch = 0;
+    for (; batch < batches_per_epoch; ++batch) {  // the loader, one batch at a time
+      const bool boundary = (batch + 1) % K == 0;
+      if (boundary) counting.step([&] { return metric_at(counting.global_step()); });
+    }
+    if (batch % K != 0) counting.step([&] { return metric_at(counting.global_step()); });
+    CHECK(counting.steps_in_epoch() == steps_per_epoch);
+    counting.end_epoch([&] { return metric_at(counting.global_step()); });
+  }
+  CHECK(counting.global_step() == epochs * steps_per_epoch);
+  CHECK(counting.num_evaluations() == by_index.num_evaluations());
+  CHECK(read_text(counting.history_path()) == read_text(by_index.history_path()));
+
+  SECTION("a state saved between a step and end_epoch resumes exactly") {
+    for (int64_t stop_after : {1, 6, 7, 8, 13}) {  // global steps; 7 ends epoch 0
+      INFO("saved after step " << stop_after);
+      TempDir dir;
+      std::string state;
+      {
+        PeriodicEvaluator first(options(dir.path), PeriodicEvaluator::SaveFn(), kIgnoreLog);
+        while (first.global_step() < stop_after) {
+          first.step([&] { return metric_at(first.global_step()); });
+          if (first.steps_in_epoch() == steps_per_epoch && first.global_step() < stop_after)
+            first.end_epoch([&] { return metric_at(first.global_step()); });
+        }
+        std::ostringstream bytes;
+        torch::save(first, bytes);
+        state = bytes.str();
+      }
+      PeriodicEvaluator resumed(options(dir.path), PeriodicEvaluator::SaveFn(), kIgnoreLog);
+      std::istringstream in(state);
+      torch::load(resumed, in);
+      while (resumed.epoch() < epochs) {
+        if (resumed.steps_in_epoch() == steps_per_epoch) {
+          resumed.end_epoch([&] { return metric_at(resumed.global_step()); });
+        } else {
+          resumed.step([&] { return metric_at(resumed.global_step()); });
+        }
+      }
+      CHECK(read_text(resumed.history_path()) == read_text(by_index.history_path()));
+    }
+  }
+  SECTION("an epoch without a step evaluates nothing at its end") {
+    TempDir dir;
+    PeriodicEvaluator e(options(dir.path), PeriodicEvaluator::SaveFn(), kIgnoreLog);
+    CHECK_FALSE(e.end_epoch([] { return 1.0; }));
+    CHECK_FALSE(e.evaluated_last_step());
+    CHECK(e.epoch() == 1);
+    CHECK(e.num_evaluations() == 0);
   }
 }

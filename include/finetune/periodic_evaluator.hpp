@@ -6,8 +6,9 @@
 // Transformers", section "Frequent Evaluation"; the schedule is that of the
 // article's notebook train-roberta-advanced.ipynb).
 //
-// Your loop calls step() once per optimizer step; the evaluator decides when
-// to call your evaluate() callable, keeps the best metric, writes the best
+// Your loop calls step() once per optimizer step taken and end_epoch() when an
+// epoch's data runs out; the evaluator decides when to call your evaluate()
+// callable, keeps the best metric, writes the best
 // checkpoint atomically, appends one history row per evaluation and tells the
 // loop when to stop. POSIX only (open/fsync/rename).
 #pragma once
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -110,8 +112,9 @@ struct PeriodicEvaluatorOptions {
   explicit PeriodicEvaluatorOptions(std::string checkpoint_dir)
       : checkpoint_dir_(std::move(checkpoint_dir)) {}
 
-  /// Evaluate at every batch index i (0-based) with i % eval_every == 0, and
-  /// at the last batch of the epoch (article: 10). Must be >= 1.
+  /// Evaluate at every optimizer step i of an epoch (0-based) with
+  /// i % eval_every == 0, and at the epoch's end (article: 10, with one
+  /// step per batch). Must be >= 1.
   TORCH_ARG(int64_t, eval_every) = 10;
   /// First epoch (as your loop numbers them; the notebook counts from 0) that
   /// is evaluated every eval_every batches; earlier epochs are evaluated once,
@@ -148,9 +151,9 @@ struct PeriodicEvaluatorOptions {
 
 /// One evaluation, as written to the history.
 struct EvaluationRecord {
-  int64_t epoch = 0;      ///< epoch as passed to step()
-  int64_t batch = 0;      ///< batch index (0-based) as passed to step()
-  int64_t step = 0;       ///< global step: step() calls so far, this one included
+  int64_t epoch = 0;  ///< epoch as passed to step()
+  int64_t batch = 0;  ///< optimizer step in the epoch (0-based; the batch with one step per batch)
+  int64_t step = 0;   ///< global step: optimizer steps so far, this one included
   std::string weights;    ///< "raw" or "averaged"
   double metric = 0.0;    ///< the value evaluate() returned
   double best = 0.0;      ///< best value of these weights so far, this one included
@@ -163,17 +166,26 @@ struct EvaluationRecord {
 /// ```
 /// finetune::PeriodicEvaluator evaluator(
 ///     finetune::PeriodicEvaluatorOptions("ckpt").eval_every(10).patience(50), *model);
+/// auto rmse = [&] { return validate_rmse(); };
 /// for (int64_t epoch = 0; epoch < epochs && !evaluator.should_stop(); ++epoch) {
-///   for (int64_t i = 0; i < n_batches; ++i) {
+///   for (auto& batch : loader) {             // any length, known or not
 ///     ... loss.backward(); optimizer.step(); ...
-///     if (evaluator.step(epoch, i, n_batches, [&] { return validate_rmse(); })) break;
+///     if (evaluator.step(rmse)) break;       // once per optimizer step taken
 ///   }
+///   evaluator.end_epoch(rmse);               // the epoch's data ran out
 /// }
 /// ```
 ///
+/// The evaluator counts optimizer steps and epochs itself (epochs from 0):
+/// with gradient accumulation call step() once per optimizer step, not per
+/// batch, and not for a step a loss scaler skipped. The older
+/// step(epoch, batch, batches_in_epoch, ...) form, for loops that know the
+/// epoch's length, gives the same evaluations.
+///
 /// Semantics (the notebook's, checked against it): from epoch
-/// eval_every_from_epoch on, evaluate at batch i when i % eval_every == 0 or i
-/// is the epoch's last batch; before it, at the last batch only. A value
+/// eval_every_from_epoch on, evaluate at step i of the epoch when
+/// i % eval_every == 0, and at the epoch's end unless its last step was
+/// evaluated; before it, at the epoch's end only. A value
 /// strictly better than the best so far is an improvement (NaN never is): the
 /// checkpoint is saved and the no-improvement count resets; otherwise the
 /// count grows. When it exceeds `patience`, step() returns true (and keeps
@@ -217,9 +229,27 @@ class PeriodicEvaluator {
   /// epoch >= 0, batches_in_epoch >= 1 and 0 <= batch < batches_in_epoch.
   bool is_due(int64_t epoch, int64_t batch, int64_t batches_in_epoch) const;
 
-  /// Call once per optimizer step, after it. Evaluates when due (see the
-  /// class comment). Returns true when the loop should stop (early stopping,
-  /// ensmallen-callback style), then and on every later call.
+  /// Call once per optimizer step taken, after it. Evaluates when due (see
+  /// the class comment). Returns true when the loop should stop (early
+  /// stopping, ensmallen-callback style), then and on every later call.
+  bool step(const EvaluateFn& evaluate);
+  /// Same, and when due also evaluates the averaged weights (see below).
+  bool step(const EvaluateFn& evaluate, const EvaluateFn& evaluate_averaged,
+            const SaveFn& save_averaged);
+  /// Call once when an epoch's data ran out, after its last step(): evaluates
+  /// unless that step did (or the epoch had no step), then counts the epoch.
+  /// Returns should_stop().
+  bool end_epoch(const EvaluateFn& evaluate);
+  bool end_epoch(const EvaluateFn& evaluate, const EvaluateFn& evaluate_averaged,
+                 const SaveFn& save_averaged);
+  /// The current epoch (end_epoch() calls so far) and the optimizer steps
+  /// taken in it.
+  int64_t epoch() const { return epoch_; }
+  int64_t steps_in_epoch() const { return steps_in_epoch_; }
+
+  /// For loops that know each epoch's length: `batch` is the step's index in
+  /// epoch `epoch`, of `batches_in_epoch`; the last one also ends the epoch.
+  /// Same evaluations, history and state as step() + end_epoch().
   ///
   /// Each history row is written with one write() and fsynced before step()
   /// returns. A failed save throws at once and changes nothing; a failed
@@ -243,16 +273,16 @@ class PeriodicEvaluator {
   /// Consecutive raw evaluations without improvement (the notebook's
   /// early_stopping_counter).
   int64_t evaluations_without_improvement() const { return bad_evaluations_; }
-  /// step() calls so far.
+  /// Optimizer steps counted so far.
   int64_t global_step() const { return global_step_; }
   /// Raw evaluations so far.
   int64_t num_evaluations() const { return num_evaluations_; }
   /// Whether early stopping has fired.
   bool should_stop() const { return stopped_; }
-  /// Epoch and batch of the last step() call (-1 before any), for resuming.
+  /// Epoch and step in epoch of the last step (-1 before any).
   int64_t last_epoch() const { return last_epoch_; }
   int64_t last_batch() const { return last_batch_; }
-  /// Whether the last step() call evaluated, and what (raw weights).
+  /// Whether the last step() or end_epoch() call evaluated, and what (raw weights).
   bool evaluated_last_step() const { return evaluated_last_step_; }
   const EvaluationRecord& last_evaluation() const { return last_record_; }
 
@@ -287,6 +317,8 @@ class PeriodicEvaluator {
 
  private:
   bool better(double value, double best) const;
+  bool evaluate_now(int64_t batch, bool per_batch, const EvaluateFn& evaluate,
+                    const EvaluateFn& evaluate_averaged, const SaveFn& save_averaged);
   void record(const EvaluationRecord& r);
   void log_evaluation(const EvaluationRecord& r, bool per_batch, bool saved);
   void close_history();
@@ -304,6 +336,9 @@ class PeriodicEvaluator {
   int64_t history_bytes_ = 0;
   int64_t last_epoch_ = -1;
   int64_t last_batch_ = -1;
+  int64_t epoch_ = 0;
+  int64_t steps_in_epoch_ = 0;
+  bool step_evaluated_ = false;  // the epoch's last step() evaluated
   bool stopped_ = false;
   bool evaluated_last_step_ = false;
   EvaluationRecord last_record_;
@@ -661,6 +696,9 @@ inline PeriodicEvaluator::PeriodicEvaluator(PeriodicEvaluator&& other) noexcept
       history_bytes_(other.history_bytes_),
       last_epoch_(other.last_epoch_),
       last_batch_(other.last_batch_),
+      epoch_(other.epoch_),
+      steps_in_epoch_(other.steps_in_epoch_),
+      step_evaluated_(other.step_evaluated_),
       stopped_(other.stopped_),
       evaluated_last_step_(other.evaluated_last_step_),
       last_record_(std::move(other.last_record_)),
@@ -682,6 +720,9 @@ inline PeriodicEvaluator& PeriodicEvaluator::operator=(PeriodicEvaluator&& other
     history_bytes_ = other.history_bytes_;
     last_epoch_ = other.last_epoch_;
     last_batch_ = other.last_batch_;
+    epoch_ = other.epoch_;
+    steps_in_epoch_ = other.steps_in_epoch_;
+    step_evaluated_ = other.step_evaluated_;
     stopped_ = other.stopped_;
     evaluated_last_step_ = other.evaluated_last_step_;
     last_record_ = std::move(other.last_record_);
@@ -752,8 +793,64 @@ inline bool PeriodicEvaluator::step(int64_t epoch, int64_t batch, int64_t batche
   ++global_step_;
   last_epoch_ = epoch;
   last_batch_ = batch;
+  const bool last = batch + 1 == batches_in_epoch;
+  epoch_ = last ? epoch + 1 : epoch;
+  steps_in_epoch_ = last ? 0 : batch + 1;
+  step_evaluated_ = false;
   if (!due) return false;
   const bool per_batch = epoch >= options_.eval_every_from_epoch();
+  if (!last) step_evaluated_ = true;
+  return evaluate_now(batch, per_batch, evaluate, evaluate_averaged, save_averaged);
+}
+
+inline bool PeriodicEvaluator::step(const EvaluateFn& evaluate) {
+  return step(evaluate, EvaluateFn(), SaveFn());
+}
+
+inline bool PeriodicEvaluator::step(const EvaluateFn& evaluate, const EvaluateFn& evaluate_averaged,
+                                    const SaveFn& save_averaged) {
+  if (!evaluate) throw std::invalid_argument("finetune: PeriodicEvaluator::step: empty evaluate");
+  evaluated_last_step_ = false;
+  if (stopped_) return true;
+  const int64_t batch = steps_in_epoch_;
+  ++global_step_;
+  ++steps_in_epoch_;
+  last_epoch_ = epoch_;
+  last_batch_ = batch;
+  const bool per_batch = epoch_ >= options_.eval_every_from_epoch();
+  step_evaluated_ = per_batch && batch % options_.eval_every() == 0;
+  if (!step_evaluated_) return false;
+  return evaluate_now(batch, per_batch, evaluate, evaluate_averaged, save_averaged);
+}
+
+inline bool PeriodicEvaluator::end_epoch(const EvaluateFn& evaluate) {
+  return end_epoch(evaluate, EvaluateFn(), SaveFn());
+}
+
+inline bool PeriodicEvaluator::end_epoch(const EvaluateFn& evaluate,
+                                         const EvaluateFn& evaluate_averaged,
+                                         const SaveFn& save_averaged) {
+  if (!evaluate) {
+    throw std::invalid_argument("finetune: PeriodicEvaluator::end_epoch: empty evaluate");
+  }
+  evaluated_last_step_ = false;
+  if (stopped_) return true;
+  const bool due = steps_in_epoch_ > 0 && !step_evaluated_;
+  const int64_t batch = steps_in_epoch_ - 1;
+  const bool per_batch = epoch_ >= options_.eval_every_from_epoch();
+  // Count the epoch first: an evaluation that throws has still ended it.
+  ++epoch_;
+  steps_in_epoch_ = 0;
+  step_evaluated_ = false;
+  if (!due) return false;
+  return evaluate_now(batch, per_batch, evaluate, evaluate_averaged, save_averaged);
+}
+
+inline bool PeriodicEvaluator::evaluate_now(int64_t batch, bool per_batch,
+                                            const EvaluateFn& evaluate,
+                                            const EvaluateFn& evaluate_averaged,
+                                            const SaveFn& save_averaged) {
+  const int64_t epoch = last_epoch_;
   deferred_error_ = nullptr;
 
   auto evaluate_weights = [&](const EvaluateFn& fn, const SaveFn& save, double& best,
@@ -895,6 +992,11 @@ inline void PeriodicEvaluator::save(torch::serialize::OutputArchive& archive) co
                 detail::state_tensor<int64_t>(last_batch_, torch::kLong));
   archive.write("periodic_evaluator_stopped",
                 detail::state_tensor<int64_t>(stopped_ ? 1 : 0, torch::kLong));
+  archive.write("periodic_evaluator_epoch", detail::state_tensor<int64_t>(epoch_, torch::kLong));
+  archive.write("periodic_evaluator_steps_in_epoch",
+                detail::state_tensor<int64_t>(steps_in_epoch_, torch::kLong));
+  archive.write("periodic_evaluator_step_evaluated",
+                detail::state_tensor<int64_t>(step_evaluated_ ? 1 : 0, torch::kLong));
 }
 
 inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
@@ -946,6 +1048,17 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
   const int64_t last_epoch = read_int("last_epoch", -1, kMax);
   const int64_t last_batch = read_int("last_batch", -1, kMax);
   const bool stopped = read_int("stopped", 0, 1) != 0;
+  // Counting-API keys; a state from before they existed resumes where its
+  // last step left off.
+  auto optional_int = [&](const std::string& key, int64_t max, int64_t fallback) {
+    torch::Tensor probe;
+    return archive.try_read("periodic_evaluator_" + key, probe) ? read_int(key, 0, max) : fallback;
+  };
+  const int64_t epoch = optional_int("epoch", kMax, std::max<int64_t>(last_epoch, 0));
+  const int64_t steps_in_epoch = optional_int("steps_in_epoch", kMax, last_batch + 1);
+  const bool step_evaluated = optional_int("step_evaluated", 1, 0) != 0;
+  if (step_evaluated && steps_in_epoch == 0)
+    throw fail("step_evaluated", "is 1 at an epoch's start");
 
   const std::string path = history_path();
   if (!path.empty()) {
@@ -980,6 +1093,9 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
   history_bytes_ = bytes;
   last_epoch_ = last_epoch;
   last_batch_ = last_batch;
+  epoch_ = epoch;
+  steps_in_epoch_ = steps_in_epoch;
+  step_evaluated_ = step_evaluated;
   stopped_ = stopped;
   evaluated_last_step_ = false;
   history_resumed_ = true;

@@ -6,7 +6,7 @@
 // file format can hold. A state file is a torch::save archive (a zip with
 // CRCs, which byte-level mutation rarely gets through), so the input
 // describes the archive instead and the target writes it with LibTorch and
-// reads it back: two bytes say which of the eleven keys are present; each
+// reads it back: two bytes say which of the fourteen keys are present; each
 // present key takes a byte (bits 0-2: dtype long, double, float, int, bool,
 // half, a 2-d long; bits 3-4: 0 to 3 elements) and 8 bytes per element; a
 // last byte says whether history.csv exists, and the rest is its contents.
@@ -70,12 +70,13 @@ torch::Tensor make_tensor(Bytes& in) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::array<const char*, 11> keys = {"mode",          "best",
-                                                   "best_averaged", "bad_evaluations",
-                                                   "global_step",   "num_evaluations",
-                                                   "history_rows",  "history_bytes",
-                                                   "last_epoch",    "last_batch",
-                                                   "stopped"};
+  static const std::array<const char*, 14> keys = {"mode",           "best",
+                                                   "best_averaged",  "bad_evaluations",
+                                                   "global_step",    "num_evaluations",
+                                                   "history_rows",   "history_bytes",
+                                                   "last_epoch",     "last_batch",
+                                                   "stopped",        "epoch",
+                                                   "steps_in_epoch", "step_evaluated"};
   Bytes in{data, size};
   const unsigned present = in.byte() | (static_cast<unsigned>(in.byte()) << 8);
   torch::serialize::OutputArchive out;
@@ -100,10 +101,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (evaluator.should_stop()) return 0;  // a stopped run evaluates no more
   const std::string before = fuzz::read_file(dir + "/history.csv");
-  evaluator.step(0, 0, 1, [] { return 0.5; });
+  // eval_every 1 from epoch 0: the step evaluates, its epoch's end does not.
+  evaluator.step([] { return 0.5; });
   const std::string after = fuzz::read_file(dir + "/history.csv");
   FUZZ_CHECK(after.size() > before.size() && after.compare(0, before.size(), before) == 0 &&
                  after.back() == '\n',
              "a step after load() did not append one history row");
+  evaluator.end_epoch([] { return 0.5; });
+  FUZZ_CHECK(fuzz::read_file(dir + "/history.csv") == after,
+             "end_epoch() evaluated again after an evaluated step");
+  if (evaluator.should_stop()) return 0;        // that step may have stopped the run
+  evaluator.step(0, 0, 1, [] { return 0.5; });  // the batch-index API after it
+  FUZZ_CHECK(fuzz::read_file(dir + "/history.csv").size() > after.size(),
+             "a batch-index step after load() did not append one history row");
   return 0;
 }

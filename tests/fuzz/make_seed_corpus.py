@@ -217,7 +217,8 @@ def config_cases():
 
 
 STATE_KEYS = ["mode", "best", "best_averaged", "bad_evaluations", "global_step", "num_evaluations",
-              "history_rows", "history_bytes", "last_epoch", "last_batch", "stopped"]
+              "history_rows", "history_bytes", "last_epoch", "last_batch", "stopped",
+              "epoch", "steps_in_epoch", "step_evaluated"]
 LONG, DOUBLE, FLOAT, INT, BOOL, HALF, LONG_2D = range(7)
 
 
@@ -244,10 +245,11 @@ def evaluator_state_cases():
     inf = float("inf")
     fresh = dict(mode=0, best=inf, best_averaged=inf, bad_evaluations=0, global_step=0,
                  num_evaluations=0, history_rows=0, history_bytes=0, last_epoch=-1, last_batch=-1,
-                 stopped=0)
+                 stopped=0, epoch=0, steps_in_epoch=0, step_evaluated=0)
     rows = b"epoch,batch,step,weights,metric,best,improved\n0,0,1,raw,0.5,0.5,1\n"
     ran = dict(fresh, best=0.5, global_step=1, num_evaluations=1, history_rows=1,
-               history_bytes=len(rows), last_epoch=0, last_batch=0)
+               history_bytes=len(rows), last_epoch=0, last_batch=0, steps_in_epoch=1,
+               step_evaluated=1)
     return {
         "fresh": state(fresh),
         "fresh_empty_history": state(fresh, history=b""),
@@ -261,6 +263,10 @@ def evaluator_state_cases():
         "best_nan": state(dict(ran, best=float("nan")), history=rows),
         "float_step": state(dict(ran, global_step=1), kinds={"global_step": FLOAT}, history=rows),
         "stopped": state(dict(ran, stopped=1, bad_evaluations=51), history=rows),
+        "before_counting_keys": state(ran, drop=("epoch", "steps_in_epoch", "step_evaluated"),
+                                      history=rows),
+        "epoch_end_pending": state(dict(ran, epoch=3, steps_in_epoch=7), history=rows),
+        "evaluated_at_epoch_start": state(dict(ran, steps_in_epoch=0), history=rows),
     }
 
 
