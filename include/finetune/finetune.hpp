@@ -10,6 +10,8 @@
 #include "finetune/lr_schedule.hpp"
 #include "finetune/periodic_evaluator.hpp"
 #include "finetune/reinit.hpp"
+#include "finetune/scheduler.hpp"
 #include "finetune/swa.hpp"
+#include "finetune/training_state.hpp"
 #include "finetune/unfreezing.hpp"
 #include "finetune/version.hpp"
