@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <string>
 
 // A tiny encoder with Hugging Face's names: embeddings., encoder.layer.{i}.,
 // pooler., regressor.
@@ -54,11 +56,14 @@ int main() {
   torch::optim::AdamW optimizer(llrd.param_groups(), torch::optim::AdamWOptions(3.5e-3));
   llrd.apply_to(optimizer);  // LibTorch 2.x overwrites group options equal to the defaults
 
-  // Warm-up, then linear decay; SWA (averaged weights, SWALR) from epoch 3.
-  finetune::WarmupLinearSchedule schedule(
-      optimizer, finetune::WarmupLinearScheduleOptions(/*warmup=*/4, epochs * batches));
+  // Warm-up, then linear decay; from epoch 3 SWALR and averaged weights (SWA).
+  finetune::SWAScheduler scheduler(
+      optimizer,
+      std::make_unique<finetune::WarmupLinearSchedule>(
+          optimizer, finetune::WarmupLinearScheduleOptions(/*warmup=*/4, epochs * batches)),
+      finetune::SWASchedulerOptions(/*swa_start=*/swa_start_epoch * batches,
+                                    finetune::SWALROptions(2e-3).anneal_epochs(4)));
   finetune::SWAWrapper swa(*model);
-  finetune::SWALR swalr(optimizer, finetune::SWALROptions(2e-3).anneal_epochs(4));
 
   // Evaluate every 4 batches from epoch 1 on, keep the best checkpoint.
   const auto dir = std::filesystem::current_path() / "checkpoints";
@@ -74,6 +79,15 @@ int main() {
     return rmse;
   };
 
+  auto validate_averaged = [&] {
+    auto averaged = swa.swap_in(*model);
+    return validate();
+  };
+  auto save_averaged = [&](const std::string& path) {
+    auto averaged = swa.swap_in(*model);
+    torch::save(model, path);
+  };
+
   for (int64_t epoch = 0; epoch < epochs && !evaluator.should_stop(); ++epoch) {
     for (int64_t i = 0; i < batches; ++i) {
       const auto rows = torch::arange(i * batch_size, (i + 1) * batch_size);
@@ -82,25 +96,17 @@ int main() {
       optimizer.zero_grad();
       loss.backward();
       optimizer.step();
-      const bool in_swa = epoch >= swa_start_epoch;
-      if (in_swa) {
-        swalr.step();
-        swa.update(*model);
-      } else {
-        schedule.step();
-      }
-      const bool stop = in_swa ? evaluator.step(
-                                     epoch, i, batches, validate,
-                                     [&] {
-                                       auto averaged = swa.swap_in(*model);
-                                       return validate();
-                                     },
-                                     [&](const std::string& path) {
-                                       auto averaged = swa.swap_in(*model);
-                                       torch::save(model, path);
-                                     })
-                               : evaluator.step(epoch, i, batches, validate);
+      scheduler.step();  // once per optimizer step: warm-up/decay, then SWALR
+      if (scheduler.averaging()) swa.update(*model);
+      const bool stop = scheduler.averaging()
+                            ? evaluator.step(validate, validate_averaged, save_averaged)
+                            : evaluator.step(validate);
       if (stop) break;
+    }
+    if (scheduler.averaging()) {
+      evaluator.end_epoch(validate, validate_averaged, save_averaged);
+    } else {
+      evaluator.end_epoch(validate);
     }
   }
   // --- end of README example -------------------------------------------------
