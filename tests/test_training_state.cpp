@@ -19,6 +19,7 @@
 #include "catch.hpp"
 #include "finetune/lr_schedule.hpp"
 #include "finetune/training_state.hpp"
+#include "test_config.hpp"
 #include "test_helpers.hpp"
 
 namespace {
@@ -201,6 +202,40 @@ Outcome run(const Data& data, const RunPlan& plan) {
   return out;
 }
 
+// Copies `in` into `out`, sub-archives too; `edit(path, out)` may write a
+// key itself (or leave it out): it returns true when it did.
+using Edit = std::function<bool(const std::string& path, torch::serialize::OutputArchive& out)>;
+void copy_archive(torch::serialize::InputArchive& in, torch::serialize::OutputArchive& out,
+                  const std::string& prefix, const Edit& edit) {
+  for (const auto& key : in.keys()) {
+    if (key == "training") continue;  // every archive's own attribute
+    const std::string path = prefix + key;
+    if (edit(path, out)) continue;
+    c10::IValue value;
+    torch::serialize::InputArchive sub;
+    in.try_read(key, value);
+    if (value.isObject() && in.try_read(key, sub)) {
+      torch::serialize::OutputArchive copy;
+      copy_archive(sub, copy, path + "/", edit);
+      out.write(key, copy);
+    } else if (value.isTensor()) {
+      out.write(key, value.toTensor(), /*is_buffer=*/true);  // read alike either way
+    } else {
+      out.write(key, value);
+    }
+  }
+}
+
+// The state file at `path` with one edit, at `path`.edited.
+std::string edited(const std::string& path, const Edit& edit) {
+  torch::serialize::InputArchive in;
+  in.load_from(path);
+  torch::serialize::OutputArchive out;
+  copy_archive(in, out, "", edit);
+  out.save_to(path + ".edited");
+  return path + ".edited";
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -284,35 +319,118 @@ TEST_CASE("a state the run cannot use is refused with the reason, and nothing ch
     CHECK_THROWS_WITH(state.load(path), Catch::Matchers::Contains("other parts than this run"));
     CHECK(unchanged(weights));
   }
-  SECTION("a scheduler saved with another swa_start: parts loaded so far are put back") {
-    auto scheduler = make_scheduler(kSwaStart + 1);
-    finetune::SWAWrapper swa(*model);
-    finetune::GradualUnfreezing unfreezing(
-        {model->a.ptr()},
-        finetune::GradualUnfreezingOptions(5).unit(finetune::UnfreezeUnit::steps));
-    finetune::PeriodicEvaluator evaluator(finetune::PeriodicEvaluatorOptions(dir.path), *model,
-                                          [](const std::string&) {});
-    auto shuffle = at::detail::createCPUGenerator(11);
-    const auto shuffle_state = shuffle.get_state();
-    torch::Tensor order;
+  SECTION("a state a part cannot use after the first checks: every part is put back") {
+    // All but the first were found by tests/fuzz/fuzz_training_state.cpp:
+    // they failed only after the modules (or the schedulers) were loaded.
+    struct Case {
+      const char* what;
+      Edit edit;
+      const char* message;
+      int64_t swa_start = kSwaStart;
+    };
+    const std::vector<Case> cases = {
+        {"a scheduler saved with another swa_start",
+         [](const std::string&, torch::serialize::OutputArchive&) { return false; },
+         "swa_start 15, this scheduler has 16", kSwaStart + 1},
+        {"the optimizer's LibTorch state missing",
+         [](const std::string& p, torch::serialize::OutputArchive&) {
+           return p == "part_optimizer/state";
+         },
+         "part 'optimizer' (optimizer)"},
+        {"an optimizer option of another type",
+         [](const std::string& p, torch::serialize::OutputArchive& out) {
+           if (p != "part_optimizer/options_1/lr") return false;
+           out.write("lr", c10::IValue(std::string("0.1")));
+           return true;
+         },
+         "part 'optimizer' (optimizer)"},
+        {"an optimizer state tensor missing",
+         [](const std::string& p, torch::serialize::OutputArchive&) {
+           return p.size() >= 11 && p.compare(p.size() - 11, 11, "/exp_avg_sq") == 0;
+         },
+         "a parameter's state has no 'exp_avg_sq'"},
+        {"an optimizer state tensor of another shape",
+         [](const std::string& p, torch::serialize::OutputArchive& out) {
+           if (p.size() < 8 || p.compare(p.size() - 8, 8, "/exp_avg") != 0) return false;
+           out.write("exp_avg", torch::zeros({3}), /*is_buffer=*/true);
+           return true;
+         },
+         "the state 'exp_avg' of a parameter"},
+        {"an average of another shape",
+         [](const std::string& p, torch::serialize::OutputArchive& out) {
+           if (p != "part_swa/swa_average_1") return false;
+           out.write("swa_average_1", torch::zeros({3}), /*is_buffer=*/true);
+           return true;
+         },
+         "part 'swa' (averager): the average of 'a.bias' is saved as [3]"},
+        {"a negative n_averaged",
+         [](const std::string& p, torch::serialize::OutputArchive& out) {
+           if (p != "part_swa/swa_n_averaged") return false;
+           out.write("swa_n_averaged", c10::IValue(int64_t{-1}));
+           return true;
+         },
+         "'swa_n_averaged' is -1"},
+        {"a default generator's state cut",
+         [](const std::string& p, torch::serialize::OutputArchive& out) {
+           if (p != "generator_0") return false;
+           out.write("generator_0", torch::zeros({10}, torch::kByte), /*is_buffer=*/true);
+           return true;
+         },
+         "not a generator state of this kind"},
+    };
+    for (const auto& c : cases) {
+      INFO(c.what);
+      auto scheduler = make_scheduler(c.swa_start);
+      finetune::SWAWrapper swa(*model);
+      finetune::GradualUnfreezing unfreezing(
+          {model->a.ptr()},
+          finetune::GradualUnfreezingOptions(5).unit(finetune::UnfreezeUnit::steps));
+      finetune::PeriodicEvaluator evaluator(finetune::PeriodicEvaluatorOptions(dir.path), *model,
+                                            [](const std::string&) {});
+      auto shuffle = at::detail::createCPUGenerator(11);
+      const auto shuffle_state = shuffle.get_state();
+      const auto global_state = at::globalContext().defaultGenerator(at::kCPU).get_state();
+      TrainingState state;
+      state.add("model", *model).add("optimizer", optimizer).add("scheduler", *scheduler);
+      state.add("swa", swa, *model).add("unfreezing", unfreezing).add("evaluator", evaluator);
+      state.add("shuffle", shuffle);
+      torch::Tensor order = torch::arange(kRows);
+      state.add(
+          "loop", [&](torch::serialize::OutputArchive& a) { a.write("order", order); },
+          [&](torch::serialize::InputArchive& a) { a.read("order", order); });
+      const auto before = lrs();
+      CHECK_THROWS_WITH(state.load(edited(path, c.edit)), Catch::Matchers::Contains(c.message));
+      CHECK(unchanged(weights));
+      CHECK(lrs() == before);
+      CHECK(optimizer.state().empty());
+      CHECK(scheduler->step_count() == 0);
+      CHECK(torch::equal(shuffle.get_state(), shuffle_state));  // put back
+      CHECK(unfreezing.step_count() == 0);
+      CHECK(torch::equal(order, torch::arange(kRows)));
+      CHECK(torch::equal(at::globalContext().defaultGenerator(at::kCPU).get_state(), global_state));
+      CHECK(evaluator.global_step() == 0);
+      CHECK(swa.n_averaged() == 0);
+      CHECK(state.position().optimizer_step == 0);
+    }
+  }
+  SECTION("a file LibTorch's reader fails on with another exception than c10::Error") {
+    // tests/fuzz/corpus/training_state/crash-reader-out-of-range: a mode
+    // byte, then a state file on which the reader throws std::out_of_range.
+    std::string bytes;
+    {
+      std::ifstream in(std::string(finetune_test::kSourceDir) +
+                           "/tests/fuzz/corpus/training_state/crash-reader-out-of-range",
+                       std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    REQUIRE(bytes.size() > 1);
+    std::ofstream(dir.file("corrupt.pt"), std::ios::binary) << bytes.substr(1);
     TrainingState state;
-    state.add("model", *model).add("optimizer", optimizer).add("scheduler", *scheduler);
-    state.add("swa", swa, *model).add("unfreezing", unfreezing).add("evaluator", evaluator);
-    state.add("shuffle", shuffle);
-    state.add(
-        "loop", [](torch::serialize::OutputArchive&) {},
-        [&](torch::serialize::InputArchive& a) { a.read("order", order); });
-    const auto before = lrs();
-    CHECK_THROWS_WITH(state.load(path),
-                      Catch::Matchers::Contains("swa_start 15, this scheduler has 16"));
+    state.add("model", *model);
+    CHECK_THROWS_WITH(
+        state.load(dir.file("corrupt.pt")),
+        Catch::Matchers::Contains("corrupt.pt") && Catch::Matchers::Contains("cannot read"));
     CHECK(unchanged(weights));
-    CHECK(lrs() == before);
-    CHECK(scheduler->step_count() == 0);
-    CHECK(torch::equal(shuffle.get_state(), shuffle_state));  // put back
-    CHECK(unfreezing.step_count() == 0);
-    CHECK(evaluator.global_step() == 0);
-    CHECK(swa.n_averaged() == 0);
-    CHECK(state.position().optimizer_step == 0);
   }
   SECTION("another model, another optimizer layout") {
     Net wider(9);

@@ -40,12 +40,18 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <torch/cuda.h>
 #include <torch/nn/module.h>
+#include <torch/optim/adagrad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
 #include <torch/optim/optimizer.h>
+#include <torch/optim/rmsprop.h>
+#include <torch/optim/sgd.h>
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
@@ -143,8 +149,10 @@ class TrainingState {
   /// generators differ in number, or an averager's tensors or options differ.
   /// All of these are checked before anything is changed. A part's own load
   /// that fails after that (a scheduler saved with other options, an
-  /// evaluator whose history file was cut) puts the schedulers, unfreezings,
-  /// generators and custom parts back; nothing else has been touched then.
+  /// optimizer state LibTorch cannot read, a generator state of another
+  /// kind, an evaluator whose history file was cut) puts the schedulers,
+  /// unfreezings, generators, custom parts and optimizers back; nothing else
+  /// has been touched then.
   void load(const std::string& path);
   void load(torch::serialize::InputArchive& archive);
   /// Whether `path` exists (a state to resume from).
@@ -169,6 +177,8 @@ class TrainingState {
     SaveFn save;
     LoadFn load;
     std::function<void(torch::serialize::InputArchive&)> check;  // may be empty
+    // Optimizers: takes a snapshot and returns what puts it back (may be empty).
+    std::function<std::function<void()>()> keep;
   };
   static const char* kind_name(Kind kind);
   std::string part_list() const;
@@ -319,6 +329,99 @@ inline std::string tensor_key(size_t i) {
   return key;
 }
 
+// LibTorch's optimizers load a per-parameter state without checking it
+// against the parameter: a tensor of another shape or dtype, or one missing
+// (left undefined), makes the next step() throw. Checked after the load for
+// LibTorch's optimizers (LBFGS keeps no per-parameter state of this kind).
+template <typename State, typename Options>
+bool check_param_state(const torch::optim::OptimizerParamState& state,
+                       const torch::optim::OptimizerOptions& options, const torch::Tensor& param,
+                       const std::string& where) {
+  const auto* typed = dynamic_cast<const State*>(&state);
+  const auto* opts = dynamic_cast<const Options*>(&options);
+  if (typed == nullptr || opts == nullptr) return false;
+  auto need = [&](const char* name, const torch::Tensor& t) {
+    if (!t.defined()) bad_state(where + ": a parameter's state has no '" + name + "'");
+    if (t.sizes() != param.sizes() || t.scalar_type() != param.scalar_type()) {
+      bad_state(where + ": the state '" + name + "' of a parameter " + describe_tensor(param) +
+                " is saved as " + describe_tensor(t));
+    }
+  };
+  if constexpr (std::is_same_v<State, torch::optim::AdamParamState> ||
+                std::is_same_v<State, torch::optim::AdamWParamState>) {
+    need("exp_avg", typed->exp_avg());
+    need("exp_avg_sq", typed->exp_avg_sq());
+    if (opts->amsgrad()) need("max_exp_avg_sq", typed->max_exp_avg_sq());
+  } else if constexpr (std::is_same_v<State, torch::optim::SGDParamState>) {
+    need("momentum_buffer", typed->momentum_buffer());
+  } else if constexpr (std::is_same_v<State, torch::optim::RMSpropParamState>) {
+    need("square_avg", typed->square_avg());
+    if (opts->momentum() > 0) need("momentum_buffer", typed->momentum_buffer());
+    if (opts->centered()) need("grad_avg", typed->grad_avg());
+  } else {
+    need("sum", typed->sum());
+  }
+  return true;
+}
+
+// The key LibTorch files a parameter's state under: its TensorImpl's
+// address (LibTorch 1.13: the address as text).
+template <typename Key>
+Key optimizer_state_key(const torch::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << param.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
+
+inline void check_loaded_optimizer(const torch::optim::Optimizer& optimizer,
+                                   const std::string& where) {
+  using namespace torch::optim;
+  const auto& states = optimizer.state();
+  using Key = typename std::decay_t<decltype(states)>::key_type;
+  for (const auto& group : optimizer.param_groups()) {
+    for (const auto& param : group.params()) {
+      const auto it = states.find(optimizer_state_key<Key>(param));
+      if (it == states.end()) continue;
+      const auto& state = *it->second;
+      const auto& options = group.options();
+      const bool known =
+          check_param_state<AdamWParamState, AdamWOptions>(state, options, param, where) ||
+          check_param_state<AdamParamState, AdamOptions>(state, options, param, where) ||
+          check_param_state<SGDParamState, SGDOptions>(state, options, param, where) ||
+          check_param_state<RMSpropParamState, RMSpropOptions>(state, options, param, where) ||
+          check_param_state<AdagradParamState, AdagradOptions>(state, options, param, where);
+      (void)known;  // another optimizer's state: not checked
+    }
+  }
+}
+
+// The optimizer's per-parameter state and group options, to put back when
+// Optimizer::load fails halfway (it replaces state entries, never changes
+// their tensors, so a shallow copy is enough).
+inline std::function<void()> keep_optimizer(torch::optim::Optimizer& optimizer) {
+  using StateMap = std::decay_t<decltype(optimizer.state())>;
+  struct Kept {
+    StateMap state;
+    std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options;
+  };
+  auto kept = std::make_shared<Kept>();
+  for (const auto& [key, value] : optimizer.state()) kept->state.emplace(key, value->clone());
+  for (const auto& group : optimizer.param_groups())
+    kept->options.push_back(group.options().clone());
+  torch::optim::Optimizer* o = &optimizer;
+  return [o, kept] {
+    o->state().clear();
+    for (auto& [key, value] : kept->state) o->state().emplace(key, value->clone());
+    auto& groups = o->param_groups();
+    for (size_t g = 0; g < groups.size() && g < kept->options.size(); ++g)
+      groups[g].set_options(kept->options[g]->clone());
+  };
+}
+
 constexpr const char* kStateFormat = "finetune-training-state";
 constexpr int64_t kStateVersion = 1;
 
@@ -364,7 +467,7 @@ inline TrainingState::Part& TrainingState::add_part(Kind kind, const std::string
   }
   if (!save || !load)
     detail::bad_state("part '" + name + "' needs both a save and a load function");
-  parts_.push_back(Part{kind, name, std::move(save), std::move(load), {}});
+  parts_.push_back(Part{kind, name, std::move(save), std::move(load), {}, {}});
   return parts_.back();
 }
 
@@ -443,7 +546,10 @@ inline TrainingState& TrainingState::add(const std::string& name,
           }
         } catch (const c10::Error& e) {
           detail::bad_state(where + ": " + e.what_without_backtrace());
+        } catch (const std::exception& e) {  // std::stoull of a saved key, ...
+          detail::bad_state(where + ": " + e.what());
         }
+        detail::check_loaded_optimizer(*o, where);
       });
   part.check = [o, where](torch::serialize::InputArchive& a) {
     const std::string saved = detail::state_string(a, "layout", where);
@@ -453,6 +559,7 @@ inline TrainingState& TrainingState::add(const std::string& name,
                         "This optimizer:\n" + mine);
     }
   };
+  part.keep = [o] { return detail::keep_optimizer(*o); };
   return *this;
 }
 
@@ -487,6 +594,18 @@ inline TrainingState& TrainingState::add(const std::string& name, SWAWrapper& av
         buffers.toBool() != s->options().use_buffers()) {
       detail::bad_state(where + ": saved with other SWAOptions (ema_decay, use_buffers)");
     }
+    const auto averages = s->named_averages();
+    for (size_t i = 0; i < averages.size(); ++i) {
+      const torch::Tensor saved =
+          detail::state_tensor_at(a, "swa_average_" + std::to_string(i), where);
+      const torch::Tensor& mine = averages[i].second;
+      if (saved.sizes() != mine.sizes() || saved.scalar_type() != mine.scalar_type()) {
+        detail::bad_state(where + ": the average of '" + averages[i].first + "' is saved as " +
+                          detail::describe_tensor(saved) + ", this averager has " +
+                          detail::describe_tensor(mine));
+      }
+    }
+    detail::state_int(a, "swa_n_averaged", where, 0);
   };
   averagers_.push_back(Averaging{s, &model, std::move(when)});
   return *this;
@@ -611,6 +730,9 @@ inline void TrainingState::load(const std::string& path) {
     throw std::invalid_argument(
         "finetune: TrainingState: cannot read '" + path +
         "' (truncated, or not a training state): " + e.what_without_backtrace());
+  } catch (const std::exception& e) {  // LibTorch's reader: std::out_of_range on some bytes
+    throw std::invalid_argument("finetune: TrainingState: cannot read '" + path +
+                                "' (corrupt, or not a training state): " + e.what());
   }
   try {
     load(archive);
@@ -669,13 +791,16 @@ inline void TrainingState::load(torch::serialize::InputArchive& archive) {
     }
   }
 
-  // 2. Load, in a fixed order. The small parts first, with a snapshot each,
-  // so that a failure among them or in the evaluator (a history file that
-  // was cut) puts them back before anything else is touched. Then the
-  // averagers, modules and optimizers, whose failures were checked for
-  // above. Optimizers after schedulers: the lrs in force are the optimizer's
-  // own saved ones (equal to the schedule's), and SWAScheduler reads them at
-  // its switch.
+  // 2. Load, in a fixed order. First what can still fail on what the file
+  // holds, each with a way back: the small parts (a snapshot each), the
+  // default generators (their states), the optimizers (a shallow copy of
+  // their state and options: Optimizer::load reads LibTorch's own keys, not
+  // all checked above) and the evaluators (a history file that was cut). A
+  // failure among them puts them all back before anything else is touched.
+  // Then the averagers and modules, whose failures were checked for above.
+  // Optimizers after schedulers: the lrs in force are the optimizer's own
+  // saved ones (equal to the schedule's), and SWAScheduler reads them at its
+  // switch.
   auto indices_of = [&](std::initializer_list<Kind> kinds) {
     std::vector<size_t> out;
     for (Kind k : kinds)
@@ -692,9 +817,18 @@ inline void TrainingState::load(torch::serialize::InputArchive& archive) {
     snap.save_to(bytes);
     snapshots.push_back(bytes.str());
   }
+  std::vector<torch::Tensor> generators_before;
+  for (const auto& g : generators) generators_before.push_back(detail::generator_state(g));
+  std::vector<std::function<void()>> optimizers_back;
+  for (size_t i : indices_of({Kind::optimizer}))
+    if (parts_[i].keep) optimizers_back.push_back(parts_[i].keep());
   size_t loaded = 0;
   try {
     for (; loaded < small.size(); ++loaded) parts_[small[loaded]].load(subs[small[loaded]]);
+    for (size_t i = 0; i < generators.size(); ++i) {
+      detail::restore_generator(generators[i], generator_states[i], "the file");
+    }
+    for (size_t i : indices_of({Kind::optimizer})) parts_[i].load(subs[i]);
     for (size_t i : indices_of({Kind::evaluator})) parts_[i].load(subs[i]);
   } catch (...) {
     for (size_t k = 0; k < loaded; ++k) {
@@ -703,14 +837,13 @@ inline void TrainingState::load(torch::serialize::InputArchive& archive) {
       snap.load_from(bytes);
       parts_[small[k]].load(snap);
     }
+    for (size_t i = 0; i < generators.size(); ++i) {
+      detail::restore_generator(generators[i], generators_before[i], "the file");
+    }
+    for (auto& back : optimizers_back) back();  // last: their lrs as before
     throw;
   }
-  for (size_t i : indices_of({Kind::averager, Kind::module, Kind::optimizer})) {
-    parts_[i].load(subs[i]);
-  }
-  for (size_t i = 0; i < generators.size(); ++i) {
-    detail::restore_generator(generators[i], generator_states[i], "the file");
-  }
+  for (size_t i : indices_of({Kind::averager, Kind::module})) parts_[i].load(subs[i]);
   position_ = position;
 }
 

@@ -14,6 +14,7 @@
 // c10::Error escaping is a finding), and after a load an evaluator that has
 // not stopped steps and writes one more history row. See docs/fuzzing.md.
 #include "evaluator_fuzz.hpp"
+#include "fuzz_bytes.hpp"
 #include "fuzz_check.hpp"
 
 #include <array>
@@ -26,19 +27,7 @@
 
 namespace {
 
-struct Bytes {
-  const uint8_t* data;
-  size_t size;
-  size_t pos = 0;
-  uint8_t byte() { return pos < size ? data[pos++] : 0; }
-  int64_t word() {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(byte()) << (8 * i);
-    int64_t out;
-    std::memcpy(&out, &v, sizeof(out));
-    return out;
-  }
-};
+using fuzz::Bytes;
 
 torch::Tensor make_tensor(Bytes& in) {
   const uint8_t kind = in.byte();

@@ -13,14 +13,22 @@
                   encoding (key mask, per key dtype/count byte and 8-byte
                   words, history flag and contents), well and badly formed;
   evaluator_history a byte (steps - 1 in bits 0-2, jsonl in bit 3) and the
-                  history file a resumed run finds.
+                  history file a resumed run finds;
+  training_state  TrainingState files: raw (mode byte 0, then a state file:
+                  the valid one fuzz_training_state.cpp's fixed run writes,
+                  cut and corrupted) and structured (mode byte 1, then edits
+                  of that valid archive in fuzz_training_state.cpp's encoding).
 Crashers found by a fuzzer are added next to them by hand (named crash-*) and
 never rewritten here. Run: .venv/bin/python tests/fuzz/make_seed_corpus.py
+(the raw training-state seeds start from the committed
+corpus/training_state/seed_raw_valid; to renew it, run the replay with
+FINETUNE_FUZZ_TRAINING_STATE_DUMP=DIR and set FINETUNE_TRAINING_STATE=DIR/state.pt).
 """
 import csv
 import gzip
 import io
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -285,6 +293,129 @@ def evaluator_history_cases():
     }
 
 
+# fuzz_training_state.cpp's node order (its FINETUNE_FUZZ_TRAINING_STATE_DUMP
+# writes it): the valid state's keys sorted by path, sub-archives with a
+# trailing '/'; LibTorch's own optimizer state (part_optimizer/state/...)
+# follows these and is addressed by index only.
+TRAINING_STATE_NODES = """format generator_0 generators part_evaluator/
+part_evaluator/periodic_evaluator_bad_evaluations part_evaluator/periodic_evaluator_best
+part_evaluator/periodic_evaluator_best_averaged part_evaluator/periodic_evaluator_epoch
+part_evaluator/periodic_evaluator_global_step part_evaluator/periodic_evaluator_history_bytes
+part_evaluator/periodic_evaluator_history_rows part_evaluator/periodic_evaluator_last_batch
+part_evaluator/periodic_evaluator_last_epoch part_evaluator/periodic_evaluator_mode
+part_evaluator/periodic_evaluator_num_evaluations part_evaluator/periodic_evaluator_step_evaluated
+part_evaluator/periodic_evaluator_steps_in_epoch part_evaluator/periodic_evaluator_stopped
+part_loop/ part_loop/order part_loop/seen part_model/ part_model/names part_model/t0
+part_model/t1 part_model/t2 part_model/t3 part_optimizer/ part_optimizer/layout
+part_optimizer/options_0/ part_optimizer/options_0/amsgrad part_optimizer/options_0/betas
+part_optimizer/options_0/eps part_optimizer/options_0/lr part_optimizer/options_0/weight_decay
+part_optimizer/options_1/ part_optimizer/options_1/amsgrad part_optimizer/options_1/betas
+part_optimizer/options_1/eps part_optimizer/options_1/lr part_optimizer/options_1/weight_decay
+part_optimizer/state/ part_scheduler/ part_scheduler/lr_schedule/initial_lrs
+part_scheduler/lr_schedule/step part_scheduler/swa_scheduler_has_swalr
+part_scheduler/swa_scheduler_step_count part_scheduler/swa_scheduler_swa_start
+part_scheduler/swalr_anneal_epochs part_scheduler/swalr_anneal_strategy
+part_scheduler/swalr_last_lr part_scheduler/swalr_step_count part_scheduler/swalr_swa_lr
+part_shuffle/ part_shuffle/state part_swa/ part_swa/swa_average_0 part_swa/swa_average_1
+part_swa/swa_average_2 part_swa/swa_average_3 part_swa/swa_ema_decay part_swa/swa_n_averaged
+part_swa/swa_names part_swa/swa_use_buffers parts position_batch position_epoch
+position_optimizer_step position_skipped_steps version""".split()
+(DROP, INT, REAL, BOOL_, STRING, CUT_STRING, TENSOR, AS_DTYPE, RESHAPE, SET_ELEMENT, EMPTY_ARCHIVE,
+ REAL_LIST, INT_LIST, VIEW) = range(14)
+DTYPES = ["long", "double", "float", "int", "bool", "half", "byte", "bfloat16"]
+
+
+def ts_edit(node, op, payload=b""):
+    """One edit: the node (a path above, or an index), the op, its bytes."""
+    index = TRAINING_STATE_NODES.index(node) if isinstance(node, str) else node
+    return struct.pack("<HB", index, op) + payload
+
+
+def ts_structured(*edits):
+    return b"\1" + b"".join(edits)
+
+
+def ts_int(v):
+    return struct.pack("<q", v)
+
+
+def ts_real(v):
+    return struct.pack("<d", v)
+
+
+def training_state_cases():
+    s, e, i, r = ts_structured, ts_edit, ts_int, ts_real
+    dtype = lambda name: bytes([DTYPES.index(name)])
+    cases = {
+        "structured_valid": s(),
+        "structured_format": s(e("format", CUT_STRING, b"\3\0")),
+        "structured_version_2": s(e("version", INT, i(2))),
+        "structured_version_string": s(e("version", STRING, b"\1" + b"1")),
+        "structured_parts_cut": s(e("parts", CUT_STRING, b"\x20\0")),
+        "structured_parts_other": s(e("parts", CUT_STRING, b"\0x")),
+        "structured_no_model": s(e("part_model/", DROP)),
+        "structured_no_loop": s(e("part_loop/", DROP)),
+        "structured_scheduler_empty": s(e("part_scheduler/", EMPTY_ARCHIVE)),
+        "structured_position_negative": s(e("position_batch", INT, i(-1))),
+        "structured_position_double": s(e("position_epoch", REAL, r(1.0))),
+        "structured_generators_2": s(e("generators", INT, i(2))),
+        "structured_generator_float": s(e("generator_0", AS_DTYPE, dtype("float"))),
+        "structured_generator_short": s(e("generator_0", RESHAPE, b"\0")),
+        "structured_model_names": s(e("part_model/names", CUT_STRING, b"\1z")),
+        "structured_model_shape": s(e("part_model/t0", RESHAPE, b"\2")),
+        "structured_model_dtype": s(e("part_model/t2", AS_DTYPE, dtype("double"))),
+        "structured_model_nan": s(e("part_model/t1", SET_ELEMENT, b"\1" + r(float("nan")))),
+        "structured_model_view": s(e("part_model/t0", VIEW)),
+        "structured_layout": s(e("part_optimizer/layout", CUT_STRING, b"\x08z")),
+        "structured_no_optimizer_state": s(e("part_optimizer/state/", DROP)),
+        "structured_optimizer_state_empty": s(e("part_optimizer/state/", EMPTY_ARCHIVE)),
+        "structured_options_lr_string": s(e("part_optimizer/options_1/lr", STRING, b"\2lr")),
+        "structured_options_no_eps": s(e("part_optimizer/options_0/eps", DROP)),
+        "structured_options_betas": s(e("part_optimizer/options_0/betas", REAL_LIST, b"\3" + r(0.9) * 3)),
+        "structured_lr_nan": s(e("part_optimizer/options_0/lr", REAL, r(float("nan")))),
+        "structured_scheduler_count": s(e("part_scheduler/swa_scheduler_step_count", INT, i(-3))),
+        "structured_scheduler_start": s(e("part_scheduler/swa_scheduler_swa_start", INT, i(4))),
+        "structured_scheduler_no_swalr": s(e("part_scheduler/swa_scheduler_has_swalr", BOOL_, b"\0")),
+        "structured_swalr_lrs": s(e("part_scheduler/swalr_last_lr", REAL_LIST, b"\1" + r(1e-3))),
+        "structured_schedule_lrs_int": s(e("part_scheduler/lr_schedule/initial_lrs", INT_LIST, b"\2" + i(1) * 2)),
+        "structured_swa_average_shape": s(e("part_swa/swa_average_3", RESHAPE, b"\1")),
+        "structured_swa_average_dtype": s(e("part_swa/swa_average_0", AS_DTYPE, dtype("half"))),
+        "structured_swa_n_negative": s(e("part_swa/swa_n_averaged", INT, i(-1))),
+        "structured_swa_ema": s(e("part_swa/swa_ema_decay", REAL, r(0.5))),
+        "structured_swa_no_names": s(e("part_swa/swa_names", DROP)),
+        "structured_evaluator_step": s(e("part_evaluator/periodic_evaluator_global_step", TENSOR,
+                                         bytes([DTYPES.index("double") | 1 << 3]) + r(6.0))),
+        "structured_evaluator_bytes": s(e("part_evaluator/periodic_evaluator_history_bytes", TENSOR,
+                                          bytes([1 << 3]) + i(1 << 40))),
+        "structured_shuffle_state": s(e("part_shuffle/state", AS_DTYPE, dtype("long"))),
+        "structured_loop_order": s(e("part_loop/order", SET_ELEMENT, b"\0" + r(9.0))),
+        "structured_loop_seen": s(e("part_loop/seen", STRING, b"\0")),
+        # Two edits: a late failure (the generator) after an early one passes.
+        "structured_two_edits": s(e("part_swa/swa_n_averaged", INT, i(7)),
+                                  e("generator_0", RESHAPE, b"\4")),
+        # LibTorch's own optimizer state: the first nodes after the list above.
+        "structured_optimizer_internal_0": s(e(len(TRAINING_STATE_NODES), DROP)),
+        "structured_optimizer_internal_5": s(e(len(TRAINING_STATE_NODES) + 5, STRING, b"\1x")),
+        "structured_optimizer_internal_30": s(e(len(TRAINING_STATE_NODES) + 30, RESHAPE, b"\2")),
+    }
+    seed = CORPUS / "training_state" / "seed_raw_valid"
+    path = os.environ.get("FINETUNE_TRAINING_STATE")
+    state = Path(path).read_bytes() if path else (seed.read_bytes()[1:] if seed.exists() else None)
+    if state is None:
+        print("training_state: no valid state file: raw seeds left out (see the docstring)")
+        return cases
+    flipped = bytearray(state)
+    flipped[len(state) // 2] ^= 0xFF
+    cases.update({
+        "raw_valid": b"\0" + state,
+        "raw_cut_half": b"\0" + state[: len(state) // 2],
+        "raw_cut_100": b"\0" + state[:100],
+        "raw_empty": b"\0",
+        "raw_flipped": b"\0" + bytes(flipped),
+    })
+    return cases
+
+
 def write(name, cases, prefix="seed"):
     out = CORPUS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -303,6 +434,7 @@ def main():
     write("roberta_config", config_cases())
     write("evaluator_state", evaluator_state_cases())
     write("evaluator_history", evaluator_history_cases())
+    write("training_state", training_state_cases())
 
 
 if __name__ == "__main__":
