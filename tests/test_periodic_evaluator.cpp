@@ -744,6 +744,10 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
       {"mode", torch::full({1}, 7, torch::kLong), "is 7, outside [0, 1]"},
       {"stopped", torch::full({1}, 2, torch::kLong), "is 2, outside [0, 1]"},
       {"epoch", torch::full({1}, -1, torch::kLong), "is -1, outside [0, "},
+      // Found by fuzz_evaluator_state (corpus crash-last-batch-overflow): a
+      // count at INT64_MAX overflowed when the run went on.
+      {"last_batch", torch::full({1}, std::numeric_limits<int64_t>::max(), torch::kLong),
+       "outside [-1, 4611686018427387904]"},
       {"steps_in_epoch", torch::full({1}, 0.5, torch::kDouble), "is not an int64 tensor"},
       {"step_evaluated", torch::full({1}, 3, torch::kLong), "is 3, outside [0, 1]"},
   };

@@ -1031,7 +1031,9 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
     if (std::isnan(v)) throw fail(key, "is NaN");
     return v;
   };
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // Counts up to 2^62: far beyond any run, and a loaded count plus the steps
+  // after it cannot overflow.
+  constexpr int64_t kMax = int64_t{1} << 62;
   const int64_t mode = read_int("mode", 0, 1);
   if (mode != (options_.mode() == MetricMode::min ? 0 : 1)) {
     throw std::invalid_argument(
