@@ -747,7 +747,7 @@ TEST_CASE("load: malformed state values are rejected by key, nothing changes",
       // Found by fuzz_evaluator_state (corpus crash-last-batch-overflow): a
       // count at INT64_MAX overflowed when the run went on.
       {"last_batch", torch::full({1}, std::numeric_limits<int64_t>::max(), torch::kLong),
-       "outside [-1, 4611686018427387904]"},
+       "is 9223372036854775807, outside [-1, 4611686018427387904]"},
       {"steps_in_epoch", torch::full({1}, 0.5, torch::kDouble), "is not an int64 tensor"},
       {"step_evaluated", torch::full({1}, 3, torch::kLong), "is 3, outside [0, 1]"},
   };
