@@ -43,7 +43,9 @@ for f in "${inputs[@]}"; do
   [ -f "tests/fuzz/$f.dict" ] && dict=(-dict="tests/fuzz/$f.dict")
   echo "=== fuzz_$f ${limit[*]}"
   # -rss_limit_mb: LibTorch alone takes ~300 MB of the default 2 GB.
-  if "$dir/tests/fuzz_$f" "${limit[@]}" "${dict[@]}" -print_final_stats=1 -rss_limit_mb=4096 \
+  # Raw training-state files feed LibTorch 1.13's own reader, which can crash
+  # on corrupt zips (docs/fuzzing.md): fuzz the structured inputs only.
+  if FINETUNE_FUZZ_STRUCTURED_ONLY=1 "$dir/tests/fuzz_$f" "${limit[@]}" "${dict[@]}" -print_final_stats=1 -rss_limit_mb=4096 \
        -artifact_prefix="$dir/artifacts/$f-" "$dir/corpus/$f" "tests/fuzz/corpus/$f" \
        > "$dir/fuzz_$f.log" 2>&1; then
     grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' \
