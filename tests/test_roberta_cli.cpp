@@ -553,6 +553,14 @@ TEST_CASE("--device, and bad values of the train flags: refused with a message n
        "--eval-every-from-epoch 1 is not before --epochs 1"},
       {common + " --swa-lr 2e-6 --swa-start-epoch 1",
        "--swa-start-epoch 1 is not before --epochs 1"},
+      {common + " --grad-accum 0", "--grad-accum: Value 0 not in range"},
+      {common + " --unfreeze-every 0", "--unfreeze-every: Value 0 not in range"},
+      {common + " --unfreeze-unit weeks", "--unfreeze-unit: weeks not in {epochs,steps}"},
+      {common + " --save-state-every -1", "--save-state-every: Value -1 not in range"},
+      {common + " --dropout 1.5", "--dropout: Value 1.5 not in range"},
+      {common + " --resume " + quote(tmp.file("nowhere")), "--out excludes --resume"},
+      {base + " --fold 0 --epochs 1 --resume " + quote(tmp.file("nowhere")),
+       "no training state there"},
   };
   for (const auto& [flags, message] : bad) {
     r = run_example(flags);

@@ -428,7 +428,7 @@ inline void add_train_commands(CLI::App& app) {
       std::string llrd = "none";
       std::optional<double> swa_lr;
       std::optional<int64_t> eval_every;
-      std::string lr_log, plot_dir;
+      std::string lr_log, plot_dir, resume_dir;
     };
     auto a = std::make_shared<Args>();
     a->s.data = std::string(kDataDir) + "/sotu_passages.csv.gz";
@@ -455,8 +455,40 @@ inline void add_train_commands(CLI::App& app) {
                   "HF-initialized weights instead of model.safetensors");
     cmd->add_option("--lr-log", a->lr_log, "CSV of every step's learning rate per layer");
     cmd->add_option("--plot", a->plot_dir, "folder for the lr and RMSE figures (gnuplot)");
+    cmd->add_option("--grad-accum", a->s.grad_accum, "batches per optimizer step")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--dropout", a->s.dropout,
+                    "dropout probability of every layer (default: config.json's)")
+        ->check(CLI::Range(0.0, 0.999999));
+    cmd->add_option("--unfreeze-every", a->s.unfreeze_every,
+                    "gradual unfreezing: the head and top layer first, one more block every N "
+                    "--unfreeze-unit")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("--unfreeze-unit", a->s.unfreeze_unit, "epochs or (optimizer) steps")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"epochs", "steps"}));
+    cmd->add_option("--save-state-every", a->s.save_state_every,
+                    "write <out>/fold<k>/state.pt every N optimizer steps, at Ctrl-C and at the "
+                    "fold's end (0: those two only)")
+        ->check(CLI::NonNegativeNumber);
+    auto* out_option = cmd->get_option("--out");
+    cmd->add_option("--resume", a->resume_dir,
+                    "continue the run in DIR from its training states (same flags as that run)")
+        ->excludes(out_option);
     cmd->callback([a] {
       auto s = a->s;
+      if (!a->resume_dir.empty()) {
+        s.out_dir = a->resume_dir;
+        s.resume = true;
+        bool any = false;
+        for (int64_t fold : detail::folds_to_run(s))
+          any = any || std::filesystem::exists(state_path(s, fold));
+        if (!any)
+          throw std::invalid_argument("--resume " + a->resume_dir +
+                                      ": no training state there (fold<k>/state.pt); a run "
+                                      "writes one when started with --save-state-every N");
+      }
       s.llrd = parse_llrd(a->llrd);
       s.swa_lr = a->swa_lr;
       s.eval_every = a->eval_every;

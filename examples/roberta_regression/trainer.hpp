@@ -3,11 +3,13 @@
 // `run_training` loop. Example code, not library API.
 //
 // Inside a step, as in the notebook: forward, sqrt(MSE), backward,
-// optimizer.step(), record the learning rates, then exactly one scheduler
-// step (SWALR in SWA epochs, the warm-up/linear schedule otherwise) and, in
-// SWA epochs, update the average; then the evaluator decides whether to
-// evaluate. Nothing in a step waits for the device: losses are summed on the
-// device and read when an evaluation happens.
+// optimizer.step(), record the learning rates, then one scheduler step (the
+// SWAScheduler: warm-up/linear schedule, then SWALR from the SWA start) and,
+// in SWA epochs, update the average; then the evaluator decides whether to
+// evaluate. With --grad-accum K one optimizer step takes K batches. Nothing
+// in a step waits for the device: losses are summed on the device and read
+// when an evaluation happens. A finetune::TrainingState holds everything the
+// run needs to continue after a kill (--save-state-every, --resume).
 #pragma once
 
 #include <torch/torch.h>
@@ -60,7 +62,17 @@ struct TrainSettings {
   int64_t swa_anneal_steps = 10;
   std::optional<int64_t> eval_every;  ///< unset: evaluate once per epoch
   int64_t eval_every_from_epoch = 2;
-  int64_t patience = 50;  ///< the notebook's EARLY_STOP_THRESHOLD
+  int64_t patience = 50;   ///< the notebook's EARLY_STOP_THRESHOLD
+  int64_t grad_accum = 1;  ///< batches per optimizer step (gradient accumulation)
+  /// Gradual unfreezing (ULMFiT): unset = off; else one more block (from the
+  /// top layer down to the embeddings) every N `unfreeze_unit`s.
+  std::optional<int64_t> unfreeze_every;
+  std::string unfreeze_unit = "epochs";  ///< "epochs" or "steps" (optimizer steps)
+  std::optional<double> dropout;         ///< overrides config.json's dropout probabilities
+  /// unset: no training state. N >= 1: <out>/fold<k>/state.pt every N
+  /// optimizer steps; N = 0 (and N >= 1): at Ctrl-C and at the fold's end.
+  std::optional<int64_t> save_state_every;
+  bool resume = false;  ///< continue every fold from its state.pt in out_dir
 
   int64_t folds = 5;
   std::optional<int64_t> fold;  ///< unset: every fold
@@ -112,7 +124,9 @@ ModelFiles load_model_files(const std::string& dir, int64_t max_length);
 /// the caller), then the pretrained weights unless random_init. Throws
 /// std::invalid_argument naming the file when an encoder weight is missing or
 /// a shape does not match the config.
-RobertaRegressor build_regressor(const ModelFiles& files, bool random_init);
+/// `dropout` overrides config.json's hidden and attention dropout probabilities.
+RobertaRegressor build_regressor(const ModelFiles& files, bool random_init,
+                                 std::optional<double> dropout = std::nullopt);
 
 /// The notebook's per-layer lr columns: embeddings, layer0..layerN-1, pooler, regressor.
 std::vector<std::string> layer_lr_columns(int64_t num_layers);
@@ -153,6 +167,7 @@ struct FoldResult {
   std::vector<std::vector<double>> lrs;  ///< per step, LayerLRProbe's columns
   std::vector<std::string> lr_columns;
   std::string checkpoint_dir;
+  bool resumed = false;  ///< continued from a saved training state
 };
 
 /// The lr CSV (`--lr-log`, and the figures' data): a header line of
@@ -171,7 +186,13 @@ struct FoldCallbacks {
   /// average: (steps done, whether this step was averaged, the model with its
   /// training weights). For tests and diagnostics; it must not change the model.
   std::function<void(int64_t, bool, const torch::nn::Module&)> after_step;
+  /// Before each optimizer step, with the gradients accumulated: for tests
+  /// (a non-finite gradient skips the step).
+  std::function<void(int64_t attempt, torch::nn::Module&)> before_step;
 };
+
+/// Where a fold's training state lives: <out>/fold<k>/state.pt.
+std::string state_path(const TrainSettings& settings, int64_t fold);
 
 /// Trains fold `fold` (validation = rows of that fold) and returns its result.
 /// Stops early on the evaluator's signal or when interrupt_requested() is set
@@ -284,8 +305,15 @@ inline ModelFiles load_model_files(const std::string& dir, int64_t max_length) {
   return files;
 }
 
-inline RobertaRegressor build_regressor(const ModelFiles& files, bool random_init) {
-  RobertaRegressor model(files.config);
+inline RobertaRegressor build_regressor(const ModelFiles& files, bool random_init,
+                                        std::optional<double> dropout) {
+  RobertaConfig config = files.config;
+  if (dropout) {
+    if (!(*dropout >= 0.0 && *dropout < 1.0))
+      throw std::invalid_argument("--dropout must be in [0, 1), got " + std::to_string(*dropout));
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = *dropout;
+  }
+  RobertaRegressor model(config);
   // HF's from_pretrained: weights the file lacks (roberta-base has no pooler)
   // keep HF's initialization; the regressor keeps nn.Linear's, as the notebook.
   init_roberta_weights(*model->roberta, files.config.initializer_range);
@@ -451,6 +479,89 @@ inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
 
 }  // namespace detail
 
+inline std::string state_path(const TrainSettings& settings, int64_t fold) {
+  return (std::filesystem::path(settings.out_dir) / ("fold" + std::to_string(fold)) / "state.pt")
+      .string();
+}
+
+namespace detail {
+
+/// The settings a resumed run must share with the run that saved the state
+/// (not the folder, device, fold selection, validation batch or state flags).
+inline std::string settings_fingerprint(const TrainSettings& s) {
+  std::ostringstream out;
+  out.precision(17);
+  auto opt = [](const auto& v) { return v ? std::to_string(*v) : std::string("unset"); };
+  out << "data=" << s.data << " model=" << s.model_dir << " random_init=" << s.random_init
+      << " llrd=" << llrd_name(s.llrd) << " lr_scale=" << s.lr_scale << " warmup=" << s.warmup_steps
+      << " reinit=" << s.reinit_layers << " swa_lr=" << opt(s.swa_lr)
+      << " swa_start_epoch=" << s.swa_start_epoch << " swa_anneal=" << s.swa_anneal_steps
+      << " eval_every=" << opt(s.eval_every) << " eval_from=" << s.eval_every_from_epoch
+      << " patience=" << s.patience << " folds=" << s.folds << " epochs=" << s.epochs
+      << " batch=" << s.batch_size << " grad_accum=" << s.grad_accum
+      << " max_length=" << s.max_length << " seed=" << s.seed
+      << " standardize=" << s.standardize_target << " unfreeze=" << opt(s.unfreeze_every) << "/"
+      << s.unfreeze_unit << " dropout=" << opt(s.dropout);
+  return out.str();
+}
+
+/// The loop's own part of the state: this epoch's batch order and loss sum,
+/// the lr log and the curve so far.
+inline void save_loop(torch::serialize::OutputArchive& a, const torch::Tensor& order,
+                      const torch::Tensor& loss_sum, const FoldResult& result) {
+  if (order.defined()) a.write("order", order.cpu());
+  a.write("loss_sum", loss_sum.cpu());
+  const auto columns = static_cast<int64_t>(result.lr_columns.size());
+  std::vector<double> lrs;
+  for (const auto& row : result.lrs) lrs.insert(lrs.end(), row.begin(), row.end());
+  a.write("lrs", torch::tensor(lrs, torch::kFloat64).reshape({-1, columns}));
+  std::vector<double> curve;
+  for (const auto& c : result.curve) {
+    curve.insert(curve.end(), {static_cast<double>(c.epoch), static_cast<double>(c.batch),
+                               static_cast<double>(c.step), c.train_rmse, c.val_rmse,
+                               c.swa_val_rmse ? 1.0 : 0.0, c.swa_val_rmse.value_or(0.0)});
+  }
+  a.write("curve", torch::tensor(curve, torch::kFloat64).reshape({-1, 7}));
+}
+
+inline void load_loop(torch::serialize::InputArchive& a, torch::Tensor& order,
+                      torch::Tensor& loss_sum, FoldResult& result, const torch::Device& device) {
+  auto read = [&](const char* key) {
+    torch::Tensor t;
+    if (!a.try_read(key, t))
+      throw std::invalid_argument(std::string("the loop has no '") + key + "'");
+    return t;
+  };
+  const torch::Tensor lrs = read("lrs"), curve = read("curve"), sum = read("loss_sum");
+  const auto columns = static_cast<int64_t>(result.lr_columns.size());
+  if (lrs.dim() != 2 || lrs.size(1) != columns || lrs.scalar_type() != torch::kFloat64 ||
+      curve.dim() != 2 || curve.size(1) != 7 || curve.scalar_type() != torch::kFloat64 ||
+      sum.numel() != 1)
+    throw std::invalid_argument("the loop's lr log, curve or loss sum has the wrong shape");
+  torch::Tensor saved_order;
+  if (a.try_read("order", saved_order)) order = saved_order.to(device);
+  loss_sum.copy_(sum.reshape({}));
+  result.lrs.clear();
+  for (int64_t r = 0; r < lrs.size(0); ++r) {
+    const double* row = lrs[r].contiguous().data_ptr<double>();
+    result.lrs.emplace_back(row, row + columns);
+  }
+  result.curve.clear();
+  const auto c = curve.accessor<double, 2>();
+  for (int64_t r = 0; r < curve.size(0); ++r) {
+    CurvePoint p{static_cast<int64_t>(c[r][0]),
+                 static_cast<int64_t>(c[r][1]),
+                 static_cast<int64_t>(c[r][2]),
+                 c[r][3],
+                 c[r][4],
+                 std::nullopt};
+    if (c[r][5] != 0.0) p.swa_val_rmse = c[r][6];
+    result.curve.push_back(p);
+  }
+}
+
+}  // namespace detail
+
 inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                              const EncodedDataset& data, int64_t fold,
                              const FoldCallbacks& callbacks) {
@@ -463,6 +574,18 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   const torch::Device device(s.device == "cuda" ? torch::kCUDA : torch::kCPU);
   if (s.epochs < 1 || s.batch_size < 1 || s.val_batch_size < 1)
     throw std::invalid_argument("--epochs and --batch-size must be at least 1");
+  if (s.grad_accum < 1)
+    throw std::invalid_argument("--grad-accum must be at least 1, got " +
+                                std::to_string(s.grad_accum));
+  if (s.unfreeze_every && *s.unfreeze_every < 1)
+    throw std::invalid_argument("--unfreeze-every must be at least 1, got " +
+                                std::to_string(*s.unfreeze_every));
+  if (s.unfreeze_unit != "epochs" && s.unfreeze_unit != "steps")
+    throw std::invalid_argument("--unfreeze-unit: expected epochs or steps, got '" +
+                                s.unfreeze_unit + "'");
+  if (s.save_state_every && *s.save_state_every < 0)
+    throw std::invalid_argument("--save-state-every must be >= 0, got " +
+                                std::to_string(*s.save_state_every));
   if (s.swa_lr && s.swa_start_epoch >= s.epochs)
     throw std::invalid_argument("--swa-start-epoch " + std::to_string(s.swa_start_epoch) +
                                 " is not before --epochs " + std::to_string(s.epochs) +
@@ -506,7 +629,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
 
   // --- model, as the notebook's run_training builds it ------------------------------
   torch::manual_seed(s.seed);  // set_random_seed(3377) at the start of every fold
-  RobertaRegressor model = build_regressor(files, s.random_init);
+  RobertaRegressor model = build_regressor(files, s.random_init, s.dropout);
   const int64_t num_layers = files.config.num_hidden_layers;
   if (s.reinit_layers > 0) {
     finetune::ReinitTopLayers(finetune::ReinitTopLayersOptions(s.reinit_layers)
@@ -528,20 +651,45 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   const LayerLRProbe probe(groups, num_layers);
   result.lr_columns = probe.columns();
 
-  // The notebook's count: int(len(df_train) / TRAIN_BS * EPOCHS), not a ceiling.
+  // Gradual unfreezing: every block has its group already (built above, all
+  // trainable); the blocks below the top are frozen from here on.
+  std::unique_ptr<finetune::GradualUnfreezing> unfreezing;
+  if (s.unfreeze_every) {
+    std::vector<std::shared_ptr<torch::nn::Module>> blocks{model->roberta->embeddings.ptr()};
+    for (const auto& layer : *model->roberta->layers()) blocks.push_back(layer);
+    unfreezing = std::make_unique<finetune::GradualUnfreezing>(
+        blocks, finetune::GradualUnfreezingOptions(*s.unfreeze_every)
+                    .unit(s.unfreeze_unit == "steps" ? finetune::UnfreezeUnit::steps
+                                                     : finetune::UnfreezeUnit::epochs));
+  }
+
+  // One optimizer step per K batches; the last step of an epoch may take fewer.
+  const int64_t K = s.grad_accum;
+  const int64_t batches = (n_train + s.batch_size - 1) / s.batch_size;  // last one partial
+  const int64_t steps_per_epoch = (batches + K - 1) / K;
+  // The notebook's count: int(len(df_train) / TRAIN_BS * EPOCHS), not a ceiling
+  // (TRAIN_BS = batch size x K with accumulation).
   const auto total_steps =
-      static_cast<int64_t>(static_cast<double>(n_train) / static_cast<double>(s.batch_size) *
+      static_cast<int64_t>(static_cast<double>(n_train) / static_cast<double>(s.batch_size * K) *
                            static_cast<double>(s.epochs));
   if (total_steps < 1)
     throw std::invalid_argument("fold " + std::to_string(fold) + ": " + std::to_string(n_train) +
                                 " training rows make no training step");
-  finetune::WarmupLinearSchedule schedule(
+  // One scheduler for the loop: warm-up and linear decay, then (with SWA)
+  // SWALR from the first optimizer step of the SWA start epoch.
+  std::unique_ptr<finetune::Scheduler> scheduler = std::make_unique<finetune::WarmupLinearSchedule>(
       optimizer, finetune::WarmupLinearScheduleOptions(s.warmup_steps, total_steps));
-  std::unique_ptr<finetune::SWALR> swalr;
-  if (s.swa_lr)
-    swalr = std::make_unique<finetune::SWALR>(
-        optimizer,
-        finetune::SWALROptions(*s.swa_lr * s.lr_scale).anneal_epochs(s.swa_anneal_steps));
+  const finetune::SWAScheduler* swa_scheduler = nullptr;
+  if (s.swa_lr) {
+    auto composed = std::make_unique<finetune::SWAScheduler>(
+        optimizer, std::move(scheduler),
+        finetune::SWASchedulerOptions(
+            s.swa_start_epoch * steps_per_epoch,
+            finetune::SWALROptions(*s.swa_lr * s.lr_scale).anneal_epochs(s.swa_anneal_steps)));
+    swa_scheduler = composed.get();
+    scheduler = std::move(composed);
+  }
+  auto averaging = [swa_scheduler] { return swa_scheduler && swa_scheduler->averaging(); };
 
   // --- evaluation ---------------------------------------------------------------------
   const fs::path dir = fs::path(s.out_dir) / ("fold" + std::to_string(fold));
@@ -551,7 +699,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   finetune::PeriodicEvaluator evaluator(
       finetune::PeriodicEvaluatorOptions(dir.string())
           .eval_every(s.eval_every.value_or(1))
-          // Without --eval-every: once per epoch, at its last batch (the notebook's train_fn).
+          // Without --eval-every: once per epoch, at its end (the notebook's train_fn).
           .eval_every_from_epoch(s.eval_every ? s.eval_every_from_epoch : s.epochs)
           .patience(s.patience)
           .checkpoint_name("best.safetensors")
@@ -575,57 +723,117 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
     save_weights(*model, path);
   };
 
-  // --- the loop -------------------------------------------------------------------------
-  const int64_t batches = (n_train + s.batch_size - 1) / s.batch_size;  // last one partial
+  // --- the run's state: everything a resumed process needs --------------------------
   auto shuffle = at::detail::createCPUGenerator(s.seed);
-  int64_t step = 0;
-  bool stop = false;
-  for (int64_t epoch = 0; epoch < s.epochs && !stop; ++epoch) {
-    const bool swa_epoch = s.swa_lr && epoch >= s.swa_start_epoch;
-    const auto order = torch::randperm(n_train, shuffle, torch::kInt64).to(device);
-    torch::Tensor loss_sum = torch::zeros({}, train_target.options());
-    for (int64_t i = 0; i < batches && !stop; ++i) {
+  torch::Tensor order;                                                // this epoch's batch order
+  torch::Tensor loss_sum = torch::zeros({}, train_target.options());  // this epoch's batch losses
+  finetune::TrainingState state;
+  state.add("model", *model).add("optimizer", optimizer).add("scheduler", *scheduler);
+  state.add("evaluator", evaluator).add("shuffle", shuffle);
+  if (swa) state.add("swa", *swa, *model, averaging);
+  if (unfreezing) state.add("unfreezing", *unfreezing);
+  const std::string settings = detail::settings_fingerprint(s);
+  state.add(
+      "settings",
+      [&settings](torch::serialize::OutputArchive& a) { a.write("json", c10::IValue(settings)); },
+      [&settings](torch::serialize::InputArchive& a) {
+        c10::IValue saved;
+        if (!a.try_read("json", saved) || !saved.isString())
+          throw std::invalid_argument("the state has no settings");
+        if (saved.toStringRef() != settings)
+          throw std::invalid_argument(
+              "the state was saved by a run with other settings; resume with the same flags.\n"
+              "Saved: " +
+              saved.toStringRef() + "\nNow:   " + settings);
+      });
+  state.add(
+      "loop",
+      [&](torch::serialize::OutputArchive& a) { detail::save_loop(a, order, loss_sum, result); },
+      [&](torch::serialize::InputArchive& a) {
+        detail::load_loop(a, order, loss_sum, result, device);
+      });
+  const std::string state_file = state_path(s, fold);
+  if (s.resume && finetune::TrainingState::exists(state_file)) {
+    state.load(state_file);
+    result.resumed = true;
+  }
+  const bool keep_state = s.save_state_every.has_value() || s.resume;
+  const int64_t save_every = s.save_state_every.value_or(0);
+
+  // --- the loop -------------------------------------------------------------------------
+  auto& pos = state.position();
+  torch::Tensor step_mse = torch::zeros({}, train_target.options());  // accumulated, K > 1
+  auto curve_point = [&](const finetune::EvaluationRecord& r) {
+    CurvePoint point{r.epoch,  r.batch,
+                     r.step,   loss_sum.item<double>() / static_cast<double>(pos.batch) * scale,
+                     r.metric, std::nullopt};
+    if (averaging()) point.swa_val_rmse = last_averaged_rmse;
+    result.curve.push_back(point);
+  };
+  bool stop = evaluator.should_stop();
+  while (pos.epoch < s.epochs && !stop) {
+    if (pos.batch == 0) {
+      order = torch::randperm(n_train, shuffle, torch::kInt64).to(device);
+      loss_sum.zero_();
+    }
+    while (pos.batch < batches && !stop) {
+      const int64_t i = pos.batch;
+      const int64_t first = i / K * K, end = std::min(batches, first + K);  // this step's batches
       const auto rows = order.slice(0, i * s.batch_size, std::min(n_train, (i + 1) * s.batch_size));
-      optimizer.zero_grad();
       const auto prediction =
           model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
-      const auto loss =
-          torch::sqrt(torch::mse_loss(prediction, train_target.index_select(0, rows)));
-      loss.backward();
-      optimizer.step();
-      result.lrs.push_back(probe.read(optimizer));
-      if (swa_epoch) {
-        swa->update(*model);
-        swalr->step();
+      const auto target = train_target.index_select(0, rows);
+      if (K == 1) {
+        const auto loss = torch::sqrt(torch::mse_loss(prediction, target));
+        loss.backward();
+        loss_sum += loss.detach();
       } else {
-        schedule.step();
+        // The notebook's loss is sqrt(MSE) of the whole step's rows, not a sum
+        // over its batches: accumulate the MSE's gradient, then scale it by
+        // d sqrt(M)/dM = 1 / (2 sqrt(M)) once M is known (below).
+        const double step_rows =
+            static_cast<double>(std::min(n_train, end * s.batch_size) - first * s.batch_size);
+        const auto squared = (prediction - target).square().sum();
+        (squared / step_rows).backward();
+        step_mse += squared.detach() / step_rows;
+        loss_sum += torch::sqrt(squared.detach() / static_cast<double>(rows.numel()));
       }
-      loss_sum += loss.detach();
-      ++step;
-      if (callbacks.after_step) callbacks.after_step(step, swa_epoch, *model);
-
-      stop = swa_epoch
-                 ? evaluator.step(epoch, i, batches, evaluate, evaluate_averaged, save_averaged)
-                 : evaluator.step(epoch, i, batches, evaluate);
-      if (evaluator.evaluated_last_step()) {
-        CurvePoint point{epoch,
-                         i,
-                         step,
-                         loss_sum.item<double>() / static_cast<double>(i + 1) * scale,
-                         evaluator.last_evaluation().metric,
-                         std::nullopt};
-        if (swa_epoch) point.swa_val_rmse = last_averaged_rmse;
-        result.curve.push_back(point);
+      state.next_batch();
+      if (pos.batch != end) continue;
+      if (K > 1) {
+        const auto factor = 0.5 / torch::sqrt(step_mse);
+        torch::NoGradGuard no_grad;
+        for (auto& p : model->parameters())
+          if (p.grad().defined()) p.mutable_grad().mul_(factor);
+        step_mse.zero_();
       }
-      if (callbacks.progress) callbacks.progress(step, batches * s.epochs);
+      const auto lrs = probe.read(optimizer);  // the rates this step trains with
+      optimizer.step();
+      optimizer.zero_grad();
+      result.lrs.push_back(lrs);
+      state.optimizer_step(/*taken=*/true);  // scheduler, SWA average, unfreezing
+      const bool swa_step = averaging();
+      if (callbacks.after_step) callbacks.after_step(pos.optimizer_step, swa_step, *model);
+      stop = swa_step ? evaluator.step(evaluate, evaluate_averaged, save_averaged)
+                      : evaluator.step(evaluate);
+      if (evaluator.evaluated_last_step()) curve_point(evaluator.last_evaluation());
+      if (save_every > 0 && pos.optimizer_step % save_every == 0) state.save(state_file);
+      if (callbacks.progress) callbacks.progress(pos.optimizer_step, steps_per_epoch * s.epochs);
       if (interrupt_requested().load()) {
         result.interrupted = true;
         stop = true;
       }
     }
+    if (stop) break;  // early stopping or Ctrl-C inside the epoch
+    // The epoch's data ran out: its last evaluation unless its last step had one.
+    stop = averaging() ? evaluator.end_epoch(evaluate, evaluate_averaged, save_averaged)
+                       : evaluator.end_epoch(evaluate);
+    if (evaluator.evaluated_last_step()) curve_point(evaluator.last_evaluation());
+    state.end_epoch();
   }
+  if (keep_state) state.save(state_file);  // Ctrl-C or the fold's end: resumable
   result.early_stopped = evaluator.should_stop();
-  result.steps = step;
+  result.steps = pos.optimizer_step;
   result.evaluations = evaluator.num_evaluations();
   result.best_rmse = evaluator.best();
   if (swa && swa->n_averaged() > 0) {
