@@ -43,10 +43,13 @@ foreach(mode add_subdirectory FetchContent)
   set_tests_properties(consumer_${mode} PROPERTIES LABELS consumer)
 endforeach()
 
-# (c) Each technique header is copied alone (with compat.hpp, the one shared
-# header) into an empty folder and compiled in a translation unit of its own,
-# with nothing but LibTorch and the standard library on the include path.
-# The umbrella header is staged with the whole include tree.
+# (c) Each technique header is copied with only the finetune headers it
+# includes itself (compat.hpp; scheduler.hpp for the schedules; the headers
+# training_state.hpp composes), found by following its #include lines, into
+# an empty folder and compiled in a translation unit of its own, with nothing
+# but LibTorch and the standard library on the include path: what a user who
+# copies that header needs is what it names. The umbrella header is staged
+# with the whole include tree.
 file(GLOB _public_headers CONFIGURE_DEPENDS "${PROJECT_SOURCE_DIR}/include/finetune/*.hpp")
 foreach(header IN LISTS _public_headers)
   get_filename_component(header_name "${header}" NAME)
@@ -55,8 +58,22 @@ foreach(header IN LISTS _public_headers)
   if(header_name STREQUAL "finetune.hpp")
     set(staged_from ${_public_headers})
   else()
-    set(staged_from "${header}" "${PROJECT_SOURCE_DIR}/include/finetune/compat.hpp")
-    list(REMOVE_DUPLICATES staged_from)
+    set(staged_from "${header}")
+    set(_todo "${header}")
+    while(_todo)
+      list(POP_FRONT _todo _current)
+      # Configure again when a header's #include lines may have changed.
+      set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_current}")
+      file(STRINGS "${_current}" _includes REGEX "^#include [<\"]finetune/[a-z_]+\\.hpp[>\"]")
+      foreach(_line IN LISTS _includes)
+        string(REGEX REPLACE "^#include [<\"]finetune/([a-z_]+\\.hpp)[>\"].*" "\\1" _name "${_line}")
+        set(_path "${PROJECT_SOURCE_DIR}/include/finetune/${_name}")
+        if(NOT _path IN_LIST staged_from)
+          list(APPEND staged_from "${_path}")
+          list(APPEND _todo "${_path}")
+        endif()
+      endforeach()
+    endwhile()
   endif()
   # Copied at build time, so an edited header is checked again.
   set(staged "")
