@@ -1,10 +1,9 @@
 // The example's `train` killed with SIGKILL at 20 or more random moments and
-// resumed each time with --resume ends bit for bit where the uninterrupted
-// run ends: final weights, SWA averages, evaluation history and lr log. Every
-// technique is on (layer-wise LLRD, warm-up, re-init, SWA, frequent
-// evaluation), on the demo model with its dropout. Also: resuming a finished
-// run retrains nothing, and --resume refuses a folder without state or a run
-// with other flags.
+// resumed each time with --resume (and once stopped with Ctrl-C) ends bit for
+// bit where the uninterrupted run ends: final weights, SWA averages, evaluation history and lr log.
+// Every technique is on (layer-wise LLRD, warm-up, re-init, SWA, frequent evaluation), on the demo
+// model with its dropout. Also: resuming a finished run retrains nothing, and --resume refuses a
+// folder without state or a run with other flags.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -290,6 +289,41 @@ TEST_CASE(
         read_file(whole + "/fold0/best.safetensors"));
   CHECK(read_file(killed + "/fold0/best_swa.safetensors") ==
         read_file(whole + "/fold0/best_swa.safetensors"));
+
+  // Ctrl-C (SIGINT) then --resume: the run stops after its current step,
+  // writes its state (here only then and at the end: --save-state-every 0),
+  // exits 130, and the resumed run ends like the uninterrupted one.
+  {
+    const std::string stopped = tmp.file("stopped");
+    auto first = train_args(csv, tmp.file("stopped_lr.csv"));
+    for (size_t i = 0; i + 1 < first.size(); ++i)
+      if (first[i] == "--save-state-every") first[i + 1] = "0";
+    auto resume = first;
+    first.insert(first.end(), {"--out", stopped});
+    resume.insert(resume.end(), {"--resume", stopped});
+    const pid_t child = spawn(first, tmp.file("stopped.log"));
+    // Interrupt once the first evaluation row is in the history (step 3).
+    const std::string history = stopped + "/fold0/history.csv";
+    int code = -1;
+    const auto give_up = Clock::now() + std::chrono::minutes(5);
+    while ((code = wait_for(child, std::chrono::milliseconds(5))) < 0 && Clock::now() < give_up) {
+      if (fs::exists(history) && fs::file_size(history) > 60) break;
+    }
+    REQUIRE(code < 0);  // still running
+    ::kill(child, SIGINT);
+    code = wait_for(child, std::chrono::minutes(5));
+    INFO(read_file(tmp.file("stopped.log")));
+    CHECK(code == 130);
+    const int64_t at = saved_step(stopped + "/fold0/state.pt");
+    CHECK(at > 0);
+    CHECK(at < kSteps);
+    REQUIRE(wait_for(spawn(resume, tmp.file("resumed.log")), std::chrono::minutes(5)) == 0);
+    CHECK(read_file(history) == read_file(whole + "/fold0/history.csv"));
+    CHECK(read_file(tmp.file("stopped_lr.csv")) == read_file(tmp.file("whole_lr.csv")));
+    const auto weights = part_tensors(stopped + "/fold0/state.pt", "model", "t");
+    REQUIRE(weights.size() == weights_a.size());
+    for (size_t i = 0; i < weights.size(); ++i) CHECK(torch::equal(weights[i], weights_a[i]));
+  }
 
   // Resuming a finished run retrains nothing.
   {
