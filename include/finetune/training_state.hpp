@@ -238,6 +238,14 @@ inline std::vector<std::pair<std::string, torch::Tensor>> state_tensors(
   return out;
 }
 
+// The names of named tensors, one per line: what a module part saves as
+// "names", and what SWAWrapper saves as "swa_names" for its averages.
+inline std::string joined_names(const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  std::string out;
+  for (const auto& named : tensors) out += named.first + "\n";
+  return out;
+}
+
 inline std::string describe_tensor(const torch::Tensor& t) {
   std::ostringstream out;
   out << t.sizes() << " " << c10::toString(t.scalar_type());
@@ -478,9 +486,7 @@ inline TrainingState& TrainingState::add(const std::string& name, torch::nn::Mod
       Kind::module, name,
       [m](torch::serialize::OutputArchive& a) {
         const auto tensors = detail::state_tensors(*m);
-        std::string names;
-        for (const auto& [key, t] : tensors) names += key + "\n";
-        a.write("names", c10::IValue(names));
+        a.write("names", c10::IValue(detail::joined_names(tensors)));
         for (size_t i = 0; i < tensors.size(); ++i)
           a.write(detail::tensor_key(i), tensors[i].second, /*is_buffer=*/true);
       },
@@ -493,9 +499,7 @@ inline TrainingState& TrainingState::add(const std::string& name, torch::nn::Mod
       });
   part.check = [m, where](torch::serialize::InputArchive& a) {
     const auto tensors = detail::state_tensors(*m);
-    std::string names;
-    for (const auto& [key, t] : tensors) names += key + "\n";
-    if (detail::state_string(a, "names", where) != names) {
+    if (detail::state_string(a, "names", where) != detail::joined_names(tensors)) {
       detail::bad_state(where +
                         ": the saved tensors are not this model's (names differ: "
                         "another model, or another configuration of it)");
@@ -582,9 +586,7 @@ inline TrainingState& TrainingState::add(const std::string& name, SWAWrapper& av
       [s](torch::serialize::InputArchive& a) { s->load(a); });
   // What SWAWrapper::load checks first, checked before anything is loaded.
   part.check = [s, where](torch::serialize::InputArchive& a) {
-    std::vector<std::string> names;
-    for (const auto& [key, t] : s->named_averages()) names.push_back(key);
-    if (detail::state_string(a, "swa_names", where) != detail::swa_join(names)) {
+    if (detail::state_string(a, "swa_names", where) != detail::joined_names(s->named_averages())) {
       detail::bad_state(where + ": the saved averages are not this model's (names differ)");
     }
     const c10::IValue decay = detail::state_value(a, "swa_ema_decay", where);
