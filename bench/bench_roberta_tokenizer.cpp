@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include <memory>
 
 #include "bench_common.hpp"
-#include "roberta_model.hpp"
+#include "model/roberta_model.hpp"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "catch.hpp"
-#include "data.hpp"
+#include "data/data.hpp"
 #include "roberta_paths.hpp"
 #include "test_helpers.hpp"
 

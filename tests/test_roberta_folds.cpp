@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "data.hpp"
-#include "folds.hpp"
+#include "data/data.hpp"
+#include "data/folds.hpp"
 #include "golden.hpp"
 #include "roberta_paths.hpp"
 #include "test_helpers.hpp"

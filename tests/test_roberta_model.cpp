@@ -12,7 +12,7 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
-#include "roberta_model.hpp"
+#include "model/roberta_model.hpp"
 #include "test_config.hpp"
 #include "test_helpers.hpp"
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "plot.hpp"
+#include "training/plot.hpp"
 #include "test_helpers.hpp"
 
 using namespace roberta_regression;

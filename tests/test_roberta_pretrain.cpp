@@ -9,7 +9,7 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
-#include "pretrain.hpp"
+#include "training/pretrain.hpp"
 #include "roberta_paths.hpp"
 #include "test_helpers.hpp"
 

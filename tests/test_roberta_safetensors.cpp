@@ -1,12 +1,12 @@
 // finetune: fine-tuning techniques for LibTorch, header-only.
 // SPDX-License-Identifier: MIT
 //
-// examples/roberta_regression/safetensors.hpp against Python's safetensors
+// examples/roberta_regression/model/safetensors.hpp against Python's safetensors
 // (tests/reference/ref_safetensors.py wrote the golden files with save_file;
 // tests/reference/check_safetensors_roundtrip.py loads C++-written files back).
 #include "catch.hpp"
 #include "golden.hpp"
-#include "safetensors.hpp"
+#include "model/safetensors.hpp"
 #include "test_helpers.hpp"
 
 #include <algorithm>

@@ -16,7 +16,7 @@
 #include "golden.hpp"
 #include "test_config.hpp"
 #include "test_helpers.hpp"
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace {
 

@@ -20,9 +20,9 @@
 #include "catch.hpp"
 #include "golden.hpp"
 #include "roberta_paths.hpp"
-#include "safetensors.hpp"
+#include "model/safetensors.hpp"
 #include "test_helpers.hpp"
-#include "trainer.hpp"
+#include "training/trainer.hpp"
 
 using namespace roberta_regression;
 namespace fs = std::filesystem;

@@ -20,9 +20,9 @@
 
 #include "catch.hpp"
 #include "child_process.hpp"
-#include "cmd_train.hpp"
-#include "roberta_config.hpp"
-#include "safetensors.hpp"
+#include "commands/cmd_train.hpp"
+#include "model/roberta_config.hpp"
+#include "model/safetensors.hpp"
 #include "test_helpers.hpp"
 
 using namespace roberta_regression;

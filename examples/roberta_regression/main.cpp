@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <thread>
 
-#include "cmd_demo.hpp"
-#include "cmd_forward.hpp"
-#include "cmd_pretrain.hpp"
-#include "cmd_tokenize.hpp"
-#include "cmd_train.hpp"
+#include "commands/cmd_demo.hpp"
+#include "commands/cmd_forward.hpp"
+#include "commands/cmd_pretrain.hpp"
+#include "commands/cmd_tokenize.hpp"
+#include "commands/cmd_train.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"roberta_regression: fine-tune RoBERTa for regression with finetune"};

@@ -2,12 +2,12 @@
 // SPDX-License-Identifier: MIT
 //
 // libFuzzer entry point for the example's CSV reader
-// (examples/roberta_regression/data.hpp): the RFC 4180 records and the
+// (examples/roberta_regression/data/data.hpp): the RFC 4180 records and the
 // CommonLit-shaped rows read from them. The contract: any bytes either parse
 // or throw std::invalid_argument; parsed records have one first line each,
 // in order; rows read have finite numbers, a non-empty excerpt, and a line
 // inside the file. See docs/fuzzing.md.
-#include "data.hpp"
+#include "data/data.hpp"
 #include "fuzz_check.hpp"
 
 #include <algorithm>

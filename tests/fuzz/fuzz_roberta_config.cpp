@@ -2,12 +2,12 @@
 // SPDX-License-Identifier: MIT
 //
 // libFuzzer entry point for the model's config.json reader
-// (examples/roberta_regression/roberta_config.hpp). The contract: any bytes
+// (examples/roberta_regression/model/roberta_config.hpp). The contract: any bytes
 // either give a config or throw std::invalid_argument; a config read passes
 // its own checks again when written and read back (to_json -> from_json gives
 // the same JSON). See docs/fuzzing.md.
 #include "fuzz_check.hpp"
-#include "roberta_config.hpp"
+#include "model/roberta_config.hpp"
 
 #include <cstddef>
 #include <cstdint>

@@ -2,12 +2,12 @@
 // SPDX-License-Identifier: MIT
 //
 // libFuzzer entry point for the safetensors parser of the RoBERTa example
-// (examples/roberta_regression/safetensors.hpp). The contract under test: any
+// (examples/roberta_regression/model/safetensors.hpp). The contract under test: any
 // byte string either parses or throws std::invalid_argument; anything else
 // (another exception, a crash, a sanitizer report) is a bug. Built as the
 // fuzzer with -DFINETUNE_BUILD_FUZZERS=ON and clang (see docs/safetensors.md);
 // always built into the corpus replay test `safetensors_fuzz_replay`.
-#include "safetensors.hpp"
+#include "model/safetensors.hpp"
 
 #include <cstddef>
 #include <cstdint>

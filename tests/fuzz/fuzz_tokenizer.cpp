@@ -2,7 +2,7 @@
 // SPDX-License-Identifier: MIT
 //
 // libFuzzer entry point for the RoBERTa tokenizer's three inputs
-// (examples/roberta_regression/tokenizer.hpp): a vocab.json, a merges.txt and
+// (examples/roberta_regression/text/tokenizer.hpp): a vocab.json, a merges.txt and
 // a text, as one input `vocab.json \0 merges.txt \0 text` (a missing part is
 // empty). The contract under test: the files either load or throw
 // std::invalid_argument; a loaded tokenizer encodes any bytes without an
@@ -10,7 +10,7 @@
 // back (invalid UTF-8 replaced by U+FFFD), and encode(text, max_length) has
 // max_length ids. See docs/fuzzing.md.
 #include "fuzz_check.hpp"
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 #include <algorithm>
 #include <cstddef>

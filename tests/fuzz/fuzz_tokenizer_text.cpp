@@ -10,7 +10,7 @@
 // a space. See docs/fuzzing.md.
 #include "fuzz_check.hpp"
 #include "roberta_paths.hpp"
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 #include <cstddef>
 #include <cstdint>

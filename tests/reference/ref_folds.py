@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for the example's folds (examples/roberta_regression/folds.hpp).
+"""Oracle for the example's folds (examples/roberta_regression/data/folds.hpp).
 
   ref_folds.py --out DIR
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for the example's RoBERTa (examples/roberta_regression/roberta_model.hpp).
+"""Oracle for the example's RoBERTa (examples/roberta_regression/model/roberta_model.hpp).
 
   ref_roberta_model.py --out DIR
 

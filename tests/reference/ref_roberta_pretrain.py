@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Oracle for the example's pretraining windows (pack_mlm_windows in
-examples/roberta_regression/pretrain.hpp): each text's BPE ids cut into
+examples/roberta_regression/training/pretrain.hpp): each text's BPE ids cut into
 windows of max_length - 2, each wrapped in <s> ... </s>, the last padded.
 
   ref_roberta_pretrain.py --out DIR

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Oracle for the example's regressor head (RobertaRegressor in
-examples/roberta_regression/roberta_model.hpp): the article's `MyModel`,
+examples/roberta_regression/model/roberta_model.hpp): the article's `MyModel`,
 a transformers RobertaModel with `regressor = nn.Linear(hidden, 1)` on its
 pooler output, on given weights.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for examples/roberta_regression/safetensors.hpp: Python's
+"""Oracle for examples/roberta_regression/model/safetensors.hpp: Python's
 `safetensors.torch.save_file` (the writer of Hugging Face checkpoints).
 
 Writes into --out DIR/safetensors/:

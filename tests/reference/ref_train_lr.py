@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for the example's training loop (examples/roberta_regression/trainer.hpp):
+"""Oracle for the example's training loop (examples/roberta_regression/training/trainer.hpp):
 the per-layer learning rate at every step of a run, as the article's notebook
 (`train-roberta-advanced.ipynb`, peggy1502/Data-Science-Articles) records it.
 

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "roberta_paths.hpp"
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace roberta_regression {
 

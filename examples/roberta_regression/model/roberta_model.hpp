@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "roberta_config.hpp"
-#include "safetensors.hpp"
+#include "model/roberta_config.hpp"
+#include "model/safetensors.hpp"
 
 namespace roberta_regression {
 

@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-#include "cmd_train.hpp"
+#include "commands/cmd_train.hpp"
 #include "roberta_paths.hpp"
 
 namespace roberta_regression {

@@ -10,8 +10,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "roberta_model.hpp"
-#include "safetensors.hpp"
+#include "model/roberta_model.hpp"
+#include "model/safetensors.hpp"
 
 namespace roberta_regression {
 

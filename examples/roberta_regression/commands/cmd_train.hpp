@@ -22,10 +22,10 @@
 
 #include <finetune/periodic_evaluator.hpp>
 
-#include "plot.hpp"
-#include "progress.hpp"
+#include "training/plot.hpp"
+#include "training/progress.hpp"
 #include "roberta_paths.hpp"
-#include "trainer.hpp"
+#include "training/trainer.hpp"
 
 namespace roberta_regression {
 

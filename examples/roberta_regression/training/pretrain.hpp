@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "roberta_config.hpp"
-#include "roberta_model.hpp"
-#include "tokenizer.hpp"
+#include "model/roberta_config.hpp"
+#include "model/roberta_model.hpp"
+#include "text/tokenizer.hpp"
 
 namespace roberta_regression {
 

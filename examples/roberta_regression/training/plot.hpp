@@ -25,7 +25,7 @@
 
 #include <fmt/core.h>
 
-#include "trainer.hpp"
+#include "training/trainer.hpp"
 
 extern char** environ;  // NOLINT: POSIX, for posix_spawnp
 

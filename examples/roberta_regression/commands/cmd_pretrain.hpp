@@ -20,11 +20,11 @@
 
 #include <finetune/periodic_evaluator.hpp>  // atomic_write_text
 
-#include "data.hpp"
-#include "pretrain.hpp"
-#include "roberta_model.hpp"
+#include "data/data.hpp"
+#include "training/pretrain.hpp"
+#include "model/roberta_model.hpp"
 #include "roberta_paths.hpp"
-#include "tokenizer.hpp"
+#include "text/tokenizer.hpp"
 
 namespace roberta_regression {
 

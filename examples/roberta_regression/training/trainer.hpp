@@ -33,11 +33,11 @@
 #include <string>
 #include <vector>
 
-#include "data.hpp"
-#include "folds.hpp"
-#include "roberta_config.hpp"
-#include "roberta_model.hpp"
-#include "tokenizer.hpp"
+#include "data/data.hpp"
+#include "data/folds.hpp"
+#include "model/roberta_config.hpp"
+#include "model/roberta_model.hpp"
+#include "text/tokenizer.hpp"
 
 namespace roberta_regression {
 
