@@ -1,5 +1,5 @@
-// RobertaConfig: the fields of a Hugging Face roberta `config.json` the
-// example's model uses. Example code, not library API.
+// RobertaConfig: the fields of a Hugging Face roberta or bert `config.json`
+// the example's model uses. Example code, not library API.
 #pragma once
 
 #include <finetune/periodic_evaluator.hpp>  // atomic_write_text
@@ -13,8 +13,15 @@
 
 namespace roberta_regression {
 
-/// Defaults are roberta-base's. Field names are HF's config.json keys.
+/// The config of either encoder family the example implements: "roberta"
+/// (the default; defaults are roberta-base's) or "bert" (read from a config.json
+/// whose "model_type" is "bert": keys it lacks take HF BertConfig's defaults).
+/// Field names are HF's config.json keys. (The name stays RobertaConfig:
+/// RobertaModel implements both families.)
 struct RobertaConfig {
+  /// "roberta" or "bert": the position ids (RoBERTa's count from
+  /// pad_token_id + 1, BERT's 0..T-1) and what to_json() declares.
+  std::string model_type = "roberta";
   int64_t vocab_size = 50265;
   int64_t hidden_size = 768;
   int64_t num_hidden_layers = 12;
@@ -31,6 +38,11 @@ struct RobertaConfig {
   double initializer_range = 0.02;
   std::string hidden_act = "gelu";  ///< only "gelu" (exact erf), as roberta-base
 
+  /// HF BertConfig's defaults (bert-base): vocab 30522, 512 positions, 2 token
+  /// types, pad_token_id 0, layer_norm_eps 1e-12; bos/eos are unused by BERT
+  /// and not written by to_json().
+  static RobertaConfig bert();
+  bool is_bert() const { return model_type == "bert"; }
   /// Reads config.json; errors name the file and the key.
   static RobertaConfig from_json_file(const std::string& path);
   /// Reads a config.json's contents in memory; `source` names it in errors.
@@ -45,6 +57,17 @@ struct RobertaConfig {
 };
 
 // --- implementation -----------------------------------------------------------
+
+inline RobertaConfig RobertaConfig::bert() {
+  RobertaConfig c;
+  c.model_type = "bert";
+  c.vocab_size = 30522;
+  c.max_position_embeddings = 512;
+  c.type_vocab_size = 2;
+  c.pad_token_id = 0;
+  c.layer_norm_eps = 1e-12;
+  return c;
+}
 
 inline RobertaConfig RobertaConfig::from_json_file(const std::string& path) {
   std::ifstream in(path);
@@ -69,10 +92,17 @@ inline RobertaConfig RobertaConfig::from_json_text(const std::string& text,
 
 inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) throw std::invalid_argument(source + ": the config is not a JSON object");
-  RobertaConfig c;
-  auto integer = [&](const char* key, int64_t& field, int64_t minimum) {
+  // An absent model_type reads as RoBERTa (the example's configs before BERT).
+  const auto type = j.find("model_type");
+  if (type != j.end() && !(*type == "roberta" || *type == "bert"))
+    throw std::invalid_argument(
+        source + ": key \"model_type\" must be \"roberta\" or \"bert\", got " + type->dump());
+  RobertaConfig c = type != j.end() && *type == "bert" ? bert() : RobertaConfig{};
+  // `nullable`: null reads as absent (HF writes "bos_token_id": null for BERT).
+  auto integer = [&](const char* key, int64_t& field, int64_t minimum, bool nullable = false) {
     if (!j.contains(key)) return;
     const auto& v = j.at(key);
+    if (nullable && v.is_null()) return;
     if (!v.is_number_integer())
       throw std::invalid_argument(source + ": key \"" + key + "\" must be an integer, got " +
                                   v.dump());
@@ -99,8 +129,8 @@ inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std
   integer("max_position_embeddings", c.max_position_embeddings, 3);
   integer("type_vocab_size", c.type_vocab_size, 1);
   integer("pad_token_id", c.pad_token_id, 0);
-  integer("bos_token_id", c.bos_token_id, 0);
-  integer("eos_token_id", c.eos_token_id, 0);
+  integer("bos_token_id", c.bos_token_id, 0, /*nullable=*/true);
+  integer("eos_token_id", c.eos_token_id, 0, /*nullable=*/true);
   real("layer_norm_eps", c.layer_norm_eps, 0.0, 1.0);
   real("hidden_dropout_prob", c.hidden_dropout_prob, 0.0, 1.0);
   real("attention_probs_dropout_prob", c.attention_probs_dropout_prob, 0.0, 1.0);
@@ -125,24 +155,26 @@ inline RobertaConfig RobertaConfig::from_json(const nlohmann::json& j, const std
 }
 
 inline nlohmann::json RobertaConfig::to_json() const {
-  return {{"architectures", {"RobertaModel"}},
-          {"model_type", "roberta"},
-          {"vocab_size", vocab_size},
-          {"hidden_size", hidden_size},
-          {"num_hidden_layers", num_hidden_layers},
-          {"num_attention_heads", num_attention_heads},
-          {"intermediate_size", intermediate_size},
-          {"max_position_embeddings", max_position_embeddings},
-          {"type_vocab_size", type_vocab_size},
-          {"pad_token_id", pad_token_id},
-          {"bos_token_id", bos_token_id},
-          {"eos_token_id", eos_token_id},
-          {"layer_norm_eps", layer_norm_eps},
-          {"hidden_dropout_prob", hidden_dropout_prob},
-          {"attention_probs_dropout_prob", attention_probs_dropout_prob},
-          {"initializer_range", initializer_range},
-          {"hidden_act", hidden_act},
-          {"position_embedding_type", "absolute"}};
+  nlohmann::json j = {{"architectures", {is_bert() ? "BertModel" : "RobertaModel"}},
+                      {"model_type", model_type},
+                      {"vocab_size", vocab_size},
+                      {"hidden_size", hidden_size},
+                      {"num_hidden_layers", num_hidden_layers},
+                      {"num_attention_heads", num_attention_heads},
+                      {"intermediate_size", intermediate_size},
+                      {"max_position_embeddings", max_position_embeddings},
+                      {"type_vocab_size", type_vocab_size},
+                      {"pad_token_id", pad_token_id},
+                      {"bos_token_id", bos_token_id},
+                      {"eos_token_id", eos_token_id},
+                      {"layer_norm_eps", layer_norm_eps},
+                      {"hidden_dropout_prob", hidden_dropout_prob},
+                      {"attention_probs_dropout_prob", attention_probs_dropout_prob},
+                      {"initializer_range", initializer_range},
+                      {"hidden_act", hidden_act},
+                      {"position_embedding_type", "absolute"}};
+  if (is_bert()) j.erase("bos_token_id"), j.erase("eos_token_id");
+  return j;
 }
 
 inline void RobertaConfig::save(const std::string& path) const {

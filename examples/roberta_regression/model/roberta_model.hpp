@@ -1,7 +1,10 @@
-// A Hugging Face-compatible RoBERTa in LibTorch: RobertaModel (embeddings,
-// post-LN encoder, pooler), the article's RobertaRegressor and
+// A Hugging Face-compatible RoBERTa and BERT in LibTorch: RobertaModel
+// (embeddings, post-LN encoder, pooler), the article's RobertaRegressor and
 // RobertaForMaskedLM, with HF's parameter names, so that `model.safetensors`
-// and `config.json` from the hub load unchanged. Example code, not library API.
+// and `config.json` from the hub load unchanged. RobertaModel implements both
+// encoder families (config.model_type "roberta" or "bert"): they share every
+// layer and differ only in the embeddings' position ids. Example code, not
+// library API.
 #pragma once
 
 #include <torch/torch.h>
@@ -65,16 +68,22 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k,
 }
 }  // namespace detail
 
-/// word + position + token-type(0) embeddings -> LayerNorm -> dropout.
+/// word + position + token-type embeddings -> LayerNorm -> dropout.
+/// Positions: RoBERTa counts real tokens from padding_idx + 1 (padding keeps
+/// padding_idx); BERT uses 0..T-1 in every row (HF's position_ids buffer), and
+/// its position table has no padding row.
 class RobertaEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit RobertaEmbeddingsImpl(const RobertaConfig& c);
-  torch::Tensor forward(const torch::Tensor& input_ids);
+  /// `token_type_ids` int64 [B, T], or undefined: type 0 for every token.
+  torch::Tensor forward(const torch::Tensor& input_ids,
+                        const torch::Tensor& token_type_ids = torch::Tensor());
 
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
       token_type_embeddings{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};  // HF's name
   int64_t padding_idx;
+  bool bert_positions;  ///< BERT's 0..T-1 rather than RoBERTa's count
   double dropout_p;
 };
 TORCH_MODULE(RobertaEmbeddings);
@@ -153,14 +162,19 @@ class RobertaPoolerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RobertaPooler);
 
-/// HF's RobertaModel. Parameter names equal its state-dict keys.
+/// HF's RobertaModel, or HF's BertModel when config.model_type is "bert".
+/// Parameter names equal their state-dict keys.
 class RobertaModelImpl : public torch::nn::Module {
  public:
   explicit RobertaModelImpl(const RobertaConfig& config, bool add_pooling_layer = true);
   /// input_ids int64 [B, T]; attention_mask [B, T] of 0/1 (any integer, bool or
-  /// float dtype), on the parameters' device. Throws std::invalid_argument on
-  /// wrong ranks or shapes, or T longer than the position table allows.
-  RobertaOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  /// float dtype), on the parameters' device; token_type_ids int64 [B, T], or
+  /// undefined for type 0 everywhere (single sentences). Throws
+  /// std::invalid_argument on wrong ranks or shapes, or T longer than the
+  /// position table allows (RoBERTa: T + pad_token_id + 1 <=
+  /// max_position_embeddings; BERT: T <= max_position_embeddings).
+  RobertaOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                        const torch::Tensor& token_type_ids = torch::Tensor());
   const RobertaConfig& config() const { return config_; }
   /// encoder.layer, for finetune::ReinitTopLayers.
   torch::nn::ModuleList layers() const { return encoder->layer; }
@@ -223,15 +237,21 @@ TORCH_MODULE(RobertaForMaskedLM);
 /// generator (seed with torch::manual_seed).
 void init_roberta_weights(torch::nn::Module& module, double initializer_range);
 
-/// What load_safetensors_weights did, as HF reports it.
+/// What load_safetensors_weights did, as HF reports it. `buffers`: tensors
+/// of the file that are HF's non-trainable index buffers
+/// (embeddings.position_ids, embeddings.token_type_ids, which older BERT and
+/// RoBERTa checkpoints carry), ignored and not counted as unexpected: the
+/// model computes the same indices itself.
 struct LoadReport {
-  std::vector<std::string> loaded, missing, unexpected;
+  std::vector<std::string> loaded, missing, unexpected, buffers;
   /// One line: counts, and the missing / unexpected keys (abbreviated).
   std::string summary() const;
 };
 
 /// Loads `path` into `module` by name, HF's way: keys with or without the
-/// "roberta." prefix (whichever matches the module better), lm_head's tied
+/// "roberta." or "bert." prefix (whichever matches the module best; a
+/// module's own "roberta." prefix, as in RobertaRegressor, maps to either),
+/// HF's index buffers listed in LoadReport::buffers, lm_head's tied
 /// decoder aliases skipped, F32/F16/BF16 cast to each parameter's dtype and
 /// copied to its device. Keys the module lacks (e.g. lm_head.*) are reported
 /// as unexpected; parameters the file lacks keep their values and are
@@ -260,28 +280,36 @@ inline torch::nn::LayerNorm layer_norm(const RobertaConfig& c) {
 }  // namespace detail
 
 inline RobertaEmbeddingsImpl::RobertaEmbeddingsImpl(const RobertaConfig& c)
-    : padding_idx(c.pad_token_id), dropout_p(c.hidden_dropout_prob) {
+    : padding_idx(c.pad_token_id), bert_positions(c.is_bert()), dropout_p(c.hidden_dropout_prob) {
   // Padding rows get no gradient, as nn.Embedding(padding_idx=...) in HF.
   word_embeddings = register_module(
       "word_embeddings",
       torch::nn::Embedding(
           torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size).padding_idx(c.pad_token_id)));
-  position_embeddings = register_module(
-      "position_embeddings",
-      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.max_position_embeddings, c.hidden_size)
-                               .padding_idx(c.pad_token_id)));
+  // RoBERTa's position table has a padding row (padding's position); BERT's has none.
+  auto positions = torch::nn::EmbeddingOptions(c.max_position_embeddings, c.hidden_size);
+  if (!c.is_bert()) positions.padding_idx(c.pad_token_id);
+  position_embeddings = register_module("position_embeddings", torch::nn::Embedding(positions));
   token_type_embeddings = register_module("token_type_embeddings",
                                           torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
   LayerNorm = register_module("LayerNorm", detail::layer_norm(c));
 }
 
-inline torch::Tensor RobertaEmbeddingsImpl::forward(const torch::Tensor& input_ids) {
-  // RoBERTa's positions: count real tokens (id != pad) from padding_idx + 1;
-  // padding keeps padding_idx (HF create_position_ids_from_input_ids).
-  const auto real = input_ids.ne(padding_idx).to(torch::kInt64);
-  const auto positions = torch::cumsum(real, 1) * real + padding_idx;
-  auto x = word_embeddings(input_ids) + position_embeddings(positions) +
-           token_type_embeddings->weight[0];
+inline torch::Tensor RobertaEmbeddingsImpl::forward(const torch::Tensor& input_ids,
+                                                    const torch::Tensor& token_type_ids) {
+  torch::Tensor position_part;
+  if (bert_positions) {
+    // BERT: 0..T-1 for every row, padding or not (HF's position_ids buffer).
+    position_part = position_embeddings->weight.narrow(0, 0, input_ids.size(1));
+  } else {
+    // RoBERTa's positions: count real tokens (id != pad) from padding_idx + 1;
+    // padding keeps padding_idx (HF create_position_ids_from_input_ids).
+    const auto real = input_ids.ne(padding_idx).to(torch::kInt64);
+    position_part = position_embeddings(torch::cumsum(real, 1) * real + padding_idx);
+  }
+  const auto type_part = token_type_ids.defined() ? token_type_embeddings(token_type_ids)
+                                                  : token_type_embeddings->weight[0];
+  auto x = word_embeddings(input_ids) + position_part + type_part;
   return detail::dropout(LayerNorm(x), dropout_p, is_training());
 }
 
@@ -373,21 +401,32 @@ inline RobertaModelImpl::RobertaModelImpl(const RobertaConfig& config, bool add_
 }
 
 inline RobertaOutput RobertaModelImpl::forward(const torch::Tensor& input_ids,
-                                               const torch::Tensor& attention_mask) {
+                                               const torch::Tensor& attention_mask,
+                                               const torch::Tensor& token_type_ids) {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64)
     throw std::invalid_argument("RobertaModel: input_ids must be int64 [batch, tokens], got " +
                                 std::string(c10::toString(input_ids.scalar_type())) + " of rank " +
                                 std::to_string(input_ids.dim()));
   if (attention_mask.sizes() != input_ids.sizes())
     throw std::invalid_argument("RobertaModel: attention_mask must have input_ids' shape");
-  // Positions run up to T + padding_idx.
-  if (input_ids.size(1) + config_.pad_token_id + 1 > config_.max_position_embeddings)
+  if (token_type_ids.defined() && (token_type_ids.sizes() != input_ids.sizes() ||
+                                   token_type_ids.scalar_type() != torch::kInt64))
+    throw std::invalid_argument("RobertaModel: token_type_ids must be int64 of input_ids' shape");
+  if (config_.is_bert()) {
+    // BERT's positions run 0..T-1.
+    if (input_ids.size(1) > config_.max_position_embeddings)
+      throw std::invalid_argument("RobertaModel (bert): " + std::to_string(input_ids.size(1)) +
+                                  " tokens exceed max_position_embeddings " +
+                                  std::to_string(config_.max_position_embeddings));
+  } else if (input_ids.size(1) + config_.pad_token_id + 1 > config_.max_position_embeddings) {
+    // RoBERTa's positions run up to T + padding_idx.
     throw std::invalid_argument("RobertaModel: " + std::to_string(input_ids.size(1)) +
                                 " tokens exceed max_position_embeddings " +
                                 std::to_string(config_.max_position_embeddings) +
                                 " - padding_idx - 1");
+  }
   const auto keep = attention_mask.ne(0).view({input_ids.size(0), 1, 1, input_ids.size(1)});
-  auto hidden = embeddings(input_ids);
+  auto hidden = embeddings(input_ids, token_type_ids);
   for (const auto& block : *encoder->layer)
     hidden = block->as<RobertaLayerImpl>()->forward(hidden, keep);
   return {hidden, pooler ? pooler(hidden) : torch::Tensor()};
@@ -461,35 +500,58 @@ inline std::string LoadReport::summary() const {
   out << loaded.size() << " tensors loaded";
   if (!missing.empty()) out << "; missing (initialized): " << list(missing);
   if (!unexpected.empty()) out << "; unexpected (ignored): " << list(unexpected);
+  if (!buffers.empty()) out << "; index buffers (recomputed, ignored): " << list(buffers);
   return out.str();
 }
 
+namespace detail {
+/// HF's non-persistent index buffers, which older checkpoints still carry
+/// (with or without a "roberta." / "bert." prefix).
+inline bool is_index_buffer(const std::string& name) {
+  for (const char* suffix : {"embeddings.position_ids", "embeddings.token_type_ids"}) {
+    const std::string s = suffix;
+    if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0 &&
+        (name.size() == s.size() || name[name.size() - s.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+}  // namespace detail
+
 inline LoadReport load_safetensors_weights(torch::nn::Module& module, const std::string& path) {
   const SafetensorsFile file = read_safetensors(path);
+  LoadReport report;
   std::map<std::string, torch::Tensor> by_name;
   for (const auto& [name, tensor] : file.tensors) {
     // lm_head.decoder is tied to the word embeddings (and its bias to lm_head.bias).
     if (name == "lm_head.decoder.weight" || name == "lm_head.decoder.bias") continue;
+    if (detail::is_index_buffer(name)) {
+      report.buffers.push_back(name);
+      continue;
+    }
     by_name.emplace(name, tensor);
   }
   const auto params = module.named_parameters(/*recurse=*/true);
-  // HF's base_model_prefix handling: the file may carry "roberta." where the
-  // module does not, or the other way round; take the mapping matching most.
-  const std::string prefix = "roberta.";
+  // HF's base_model_prefix handling: the file may carry "roberta." or "bert."
+  // where the module does not, or the module "roberta." where the file has
+  // none or "bert."; take the mapping matching most. Mode 0: the module's
+  // names; modes 1-3: the module's name without its "roberta." prefix, after
+  // "", "roberta." or "bert.".
+  const std::string own_prefix = "roberta.";
+  const char* const file_prefixes[] = {"", "", "roberta.", "bert."};
   auto file_key = [&](const std::string& module_key, int mode) -> std::string {
-    if (mode == 1) return prefix + module_key;
-    if (mode == 2)
-      return module_key.rfind(prefix, 0) == 0 ? module_key.substr(prefix.size()) : module_key;
-    return module_key;
+    if (mode == 0) return module_key;
+    const std::string base =
+        module_key.rfind(own_prefix, 0) == 0 ? module_key.substr(own_prefix.size()) : module_key;
+    return file_prefixes[mode] + base;
   };
   int best_mode = 0;
   size_t best_matches = 0;
-  for (int mode = 0; mode < 3; ++mode) {
+  for (int mode = 0; mode < 4; ++mode) {
     size_t matches = 0;
     for (const auto& p : params) matches += by_name.count(file_key(p.key(), mode));
     if (matches > best_matches) best_matches = matches, best_mode = mode;
   }
-  LoadReport report;
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
   for (const auto& p : params) {
@@ -514,8 +576,7 @@ inline LoadReport load_safetensors_weights(torch::nn::Module& module, const std:
     used.insert(key);
   }
   for (const auto& [name, tensor] : file.tensors)
-    if (!used.count(name) && name != "lm_head.decoder.weight" && name != "lm_head.decoder.bias")
-      report.unexpected.push_back(name);
+    if (by_name.count(name) && !used.count(name)) report.unexpected.push_back(name);
   return report;
 }
 
