@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 packages=(
   cmake g++ make pkg-config git zlib1g-dev
   libtorch-dev libopenblas0-openmp
-  catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev libbenchmark-dev
+  catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libbenchmark-dev
   gnuplot-nox python3-venv
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)
 )

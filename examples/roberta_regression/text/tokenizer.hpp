@@ -269,6 +269,73 @@ inline const char* pretokenize_pattern() {
 #undef ROBERTA_WS
 }
 
+/// Calls segment(stretch) for each stretch of `text` between occurrences of
+/// the special tokens' strings (possibly empty) and special(id) for each
+/// occurrence, in text order: the leftmost occurrence, and at one place the
+/// first of `specials` that matches.
+template <typename Segment, typename Special>
+inline void split_on_specials(std::string_view text,
+                              const std::vector<std::pair<std::string, int32_t>>& specials,
+                              Segment&& segment, Special&& special) {
+  std::array<bool, 256> starts{};  // first bytes of the specials
+  for (const auto& s : specials) {
+    if (!s.first.empty()) starts[static_cast<unsigned char>(s.first[0])] = true;
+  }
+  size_t start = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    const std::pair<std::string, int32_t>* hit = nullptr;
+    if (starts[static_cast<unsigned char>(text[pos])]) {
+      for (const auto& s : specials) {
+        if (!s.first.empty() && text.compare(pos, s.first.size(), s.first) == 0) {
+          hit = &s;
+          break;
+        }
+      }
+    }
+    if (hit == nullptr) {
+      ++pos;
+      continue;
+    }
+    segment(text.substr(start, pos - start));
+    special(hit->second);
+    pos += hit->first.size();
+    start = pos;
+  }
+  segment(text.substr(start));
+}
+
+/// Throws std::invalid_argument unless max_length is 0 or at least 2
+/// (`specials` names the two tokens it must leave room for).
+inline void check_max_length(int64_t max_length, const char* specials) {
+  if (max_length < 0 || max_length == 1) {
+    throw std::invalid_argument(
+        std::string("max_length must be 0 (no truncation or padding) or at least 2 (room for ") +
+        specials + "), got " + std::to_string(max_length));
+  }
+}
+
+/// `first tokens last`, with max_length > 0 as Hugging Face's
+/// `truncation=True, padding="max_length"`: the tokens cut on the right to
+/// max_length - 2, then `pad` up to max_length; the mask 1 on the real tokens.
+inline Encoding wrap_and_pad(std::vector<int64_t> tokens, int64_t max_length, int64_t first,
+                             int64_t last, int64_t pad) {
+  if (max_length > 0 && static_cast<int64_t>(tokens.size()) > max_length - 2) {
+    tokens.resize(static_cast<size_t>(max_length - 2));
+  }
+  Encoding e;
+  const size_t length = tokens.size() + 2;
+  const size_t total = max_length > 0 ? static_cast<size_t>(max_length) : length;
+  e.input_ids.reserve(total);
+  e.input_ids.push_back(first);
+  e.input_ids.insert(e.input_ids.end(), tokens.begin(), tokens.end());
+  e.input_ids.push_back(last);
+  e.input_ids.resize(total, pad);
+  e.attention_mask.assign(total, 0);
+  std::fill(e.attention_mask.begin(),
+            e.attention_mask.begin() + static_cast<std::ptrdiff_t>(length), 1);
+  return e;
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -425,25 +492,9 @@ inline std::vector<int64_t> RobertaTokenizer::tokenize(std::string_view text) {
   out.reserve(text.size() / 3 + 4);
   // Special tokens' strings first (as `tokenizers`' added vocabulary), then
   // each stretch between them on its own.
-  size_t start = 0, pos = 0;
-  while ((pos = text.find('<', pos)) != std::string_view::npos) {
-    const std::pair<std::string, int32_t>* hit = nullptr;
-    for (const auto& s : specials_) {
-      if (text.compare(pos, s.first.size(), s.first) == 0) {
-        hit = &s;
-        break;
-      }
-    }
-    if (hit == nullptr) {
-      ++pos;
-      continue;
-    }
-    encode_segment(text.substr(start, pos - start), out);
-    out.push_back(hit->second);
-    pos += hit->first.size();
-    start = pos;
-  }
-  encode_segment(text.substr(start), out);
+  detail::split_on_specials(
+      text, specials_, [&](std::string_view segment) { encode_segment(segment, out); },
+      [&](int32_t id) { out.push_back(id); });
   return out;
 }
 
@@ -550,28 +601,8 @@ inline void RobertaTokenizer::bpe(std::string_view word, std::vector<int32_t>& o
 }
 
 inline Encoding RobertaTokenizer::encode(std::string_view text, int64_t max_length) {
-  if (max_length < 0 || max_length == 1) {
-    throw std::invalid_argument(
-        "max_length must be 0 (no truncation or padding) or at least 2 "
-        "(room for <s> and </s>), got " +
-        std::to_string(max_length));
-  }
-  std::vector<int64_t> tokens = tokenize(text);
-  if (max_length > 0 && static_cast<int64_t>(tokens.size()) > max_length - 2) {
-    tokens.resize(static_cast<size_t>(max_length - 2));
-  }
-  Encoding e;
-  const size_t length = tokens.size() + 2;
-  const size_t total = max_length > 0 ? static_cast<size_t>(max_length) : length;
-  e.input_ids.reserve(total);
-  e.input_ids.push_back(bos_id_);
-  e.input_ids.insert(e.input_ids.end(), tokens.begin(), tokens.end());
-  e.input_ids.push_back(eos_id_);
-  e.input_ids.resize(total, pad_id_);
-  e.attention_mask.assign(total, 0);
-  std::fill(e.attention_mask.begin(),
-            e.attention_mask.begin() + static_cast<std::ptrdiff_t>(length), 1);
-  return e;
+  detail::check_max_length(max_length, "<s> and </s>");
+  return detail::wrap_and_pad(tokenize(text), max_length, bos_id_, eos_id_, pad_id_);
 }
 
 inline std::string RobertaTokenizer::decode(const std::vector<int64_t>& ids,
