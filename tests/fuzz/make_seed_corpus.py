@@ -7,6 +7,8 @@
                   vocabulary (the 256 byte tokens, the specials, the first
                   merges of assets/demo-bpe) with texts, and malformed files;
   tokenizer_text  texts for the demo-bpe tokenizer;
+  wordpiece       `options byte, vocab.txt \\0 text`: a small BERT vocabulary
+                  from assets/bert-wordpiece with texts, and malformed ones;
   csv             CommonLit-shaped CSV files, well and badly formed;
   roberta_config  config.json files, well and badly formed;
   evaluator_state   PeriodicEvaluator states in fuzz_evaluator_state.cpp's
@@ -416,6 +418,35 @@ def training_state_cases():
     return cases
 
 
+def wordpiece_cases():
+    """`options byte, vocab.txt \\0 text` (fuzz_wordpiece.cpp): a small BERT
+    vocabulary (the specials, MiniLM's single characters and some words and
+    pieces) with texts in several option settings, and malformed vocabularies."""
+    lines = (EXAMPLE / "assets" / "bert-wordpiece" / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + \
+        [t for t in lines[1996:] if len(t.removeprefix("##")) == 1][:400] + lines[1996:2300] + \
+        ["##ing", "##ed", "##s", "un", "##aff", "##able", "caf", "##e", "中", "文", "na", "##ive"]
+    v = "\n".join(dict.fromkeys(words)).encode("utf-8") + b"\n"
+
+    def one(flags, vocab_bytes, text):
+        return bytes([flags]) + vocab_bytes + b"\0" + text
+
+    text = "Unaffable caf\u00e9 NA\u00cfVE \u4e2d\u6587 [CLS] x[MASK]y, it's 3.14!\t\u200b\x00end".encode("utf-8")
+    return {
+        "valid_uncased": one(0b00011, v, text),
+        "valid_cased_strip": one(0b01010, v, text),
+        "valid_cased_no_strip": one(0b00110, v, text),
+        "valid_short_words": one(0b01110001, v, b"abcdefgh abc a"),
+        "valid_invalid_utf8": one(0b00011, v, b"caf\xc3\xa9 \xff\xfe \xe2\x82 the\xf0\x9f\x98\x80"),
+        "valid_crlf": one(0b00011, v.replace(b"\n", b"\r\n"), b"  the\tthat \r\n"),
+        "valid_long_word": one(0b00011, v, b"a" * 101 + b" " + b"b" * 100),
+        "vocab_duplicate": one(0b00011, v + b"the\n", b"x"),
+        "vocab_no_unk": one(0b00011, v.replace(b"[UNK]\n", b""), b"x"),
+        "vocab_empty_line": one(0b00011, v.replace(b"[MASK]\n", b"[MASK]\n\n"), b"x"),
+        "empty_vocab": one(0, b"", b"x"),
+    }
+
+
 def write(name, cases, prefix="seed"):
     out = CORPUS / name
     out.mkdir(parents=True, exist_ok=True)
@@ -435,6 +466,7 @@ def main():
     write("evaluator_state", evaluator_state_cases())
     write("evaluator_history", evaluator_history_cases())
     write("training_state", training_state_cases())
+    write("wordpiece", wordpiece_cases())
 
 
 if __name__ == "__main__":
