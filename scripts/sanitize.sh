@@ -15,7 +15,7 @@ dir=build/asan
 # even uninstrumented: left out.
 tests=(compat layerwise_lr lr_schedule periodic_evaluator periodic_evaluator_crash reinit swa unfreezing
        scheduler training_state docs_loops
-       roberta_safetensors roberta_tokenizer roberta_data roberta_folds roberta_model)
+       roberta_safetensors roberta_tokenizer bert_tokenizer roberta_data roberta_folds roberta_model)
 fuzz_inputs=($(cd tests/fuzz && ls fuzz_*.cpp | sed 's/^fuzz_//; s/\.cpp$//'))  # one per tests/fuzz/fuzz_<input>.cpp
 targets=()
 for t in "${tests[@]}"; do targets+=(--target "test_$t"); done

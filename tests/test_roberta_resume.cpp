@@ -5,7 +5,6 @@
 // model with its dropout. Also: resuming a finished run retrains nothing, and --resume refuses a
 // folder without state or a run with other flags.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,11 +23,10 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "child_process.hpp"
 #include "roberta_paths.hpp"
 #include "test_config.hpp"
 #include "test_helpers.hpp"
-
-extern char** environ;
 
 namespace {
 
@@ -93,33 +91,10 @@ std::vector<std::string> train_args(const std::string& csv, const std::string& l
 }
 
 // Starts the example with `args`, its output into `log`.
-pid_t spawn(std::vector<std::string> args, const std::string& log) {
-  args.insert(args.begin(), finetune_test::kRobertaExe);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  REQUIRE(rc == 0);
-  return pid;
+pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+  return finetune_test::spawn(finetune_test::kRobertaExe, args, log);
 }
-
-// Waits up to `limit` for `pid`; returns its exit status, or -1 if it still runs.
-int wait_for(pid_t pid, std::chrono::milliseconds limit) {
-  const auto until = Clock::now() + limit;
-  for (;;) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid)
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-    if (Clock::now() >= until) return -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
+using finetune_test::wait_for;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

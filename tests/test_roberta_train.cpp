@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "child_process.hpp"
 #include "golden.hpp"
 #include "model/safetensors.hpp"
 #include "roberta_paths.hpp"
@@ -470,22 +472,30 @@ TEST_CASE("train and table on the command line", "[roberta][train][cli]") {
   }
 
   SECTION("Ctrl-C stops after the current step, with the best checkpoint intact") {
-    // SIGINT after 4 s of a run far longer than that. An unhandled SIGINT would
-    // also give status 130: the message tells the handled stop apart.
-    // --foreground: one SIGINT, to the run only. Without it timeout signals the
-    // run and then its whole process group, and on a loaded machine the run
-    // can take the first one before the second arrives: a second Ctrl-C,
-    // which kills at once by design.
-    const std::string command = "timeout --foreground --preserve-status -s INT 4 " +
-                                std::string(finetune_test::kRobertaExe) + " --threads 1 train" +
-                                data + " --folds 2 --batch-size 4 --epochs 100000 --out " +
-                                tmp.file("long");
-    const auto r = run_command(command);
-    INFO(r.output);
-    CHECK(r.status == 130);
-    CHECK(contains(r.output, "interrupted after step"));
-    const auto best = read_safetensors(tmp.file("long/fold0/best.safetensors"));
-    CHECK(std::any_of(best.tensors.begin(), best.tensors.end(),
+    // SIGINT once the first evaluation has written the best checkpoint, to a
+    // run far longer than that. An unhandled SIGINT would also give status
+    // 130: the message tells the handled stop apart.
+    const std::string log = tmp.file("long.log");
+    const pid_t child = finetune_test::spawn(
+        finetune_test::kRobertaExe,
+        {"--threads", "1", "train", "--model", model, "--data", csv, "--max-length", "16",
+         "--folds", "2", "--batch-size", "4", "--epochs", "100000", "--out", tmp.file("long")},
+        log);
+    const std::string best = tmp.file("long/fold0/best.safetensors");
+    int code = -1;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+    while ((code = finetune_test::wait_for(child, std::chrono::milliseconds(10))) < 0 &&
+           !fs::exists(best) && std::chrono::steady_clock::now() < give_up) {
+    }
+    REQUIRE(code < 0);  // still running
+    ::kill(child, SIGINT);
+    code = finetune_test::wait_for(child, std::chrono::minutes(5));
+    const std::string output = read_file(log);
+    INFO(output);
+    CHECK(code == 130);
+    CHECK(contains(output, "interrupted after step"));
+    const auto weights = read_safetensors(best);
+    CHECK(std::any_of(weights.tensors.begin(), weights.tensors.end(),
                       [](const auto& named) { return named.first == "regressor.weight"; }));
   }
 }

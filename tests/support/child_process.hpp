@@ -1,6 +1,7 @@
 // Test helpers that run a writer in a forked child: under a file size limit
 // (a full disk, for real: write() fails with EFBIG), and killed with SIGKILL
-// at random moments while it writes (every file must then be whole).
+// at random moments while it writes (every file must then be whole); and
+// spawn()/wait_for() for a program that a test signals while it runs.
 //
 // The child only does file I/O on tensors its parent made: no LibTorch
 // thread pool is entered after fork().
@@ -9,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +26,41 @@
 #include <thread>
 #include <vector>
 
+extern char** environ;
+
 namespace finetune_test {
+
+/// Starts `program` with `args`, its stdout and stderr appended to `log`.
+/// Returns its pid; throws std::runtime_error when it cannot start.
+inline pid_t spawn(const std::string& program, std::vector<std::string> args,
+                   const std::string& log) {
+  args.insert(args.begin(), program);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start " + program);
+  return pid;
+}
+
+/// Waits up to `limit` for `pid`; returns its exit status (128 + the signal
+/// when a signal ended it), or -1 if it still runs.
+inline int wait_for(pid_t pid, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (std::chrono::steady_clock::now() >= until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
 
 /// fork() with a pipe from the child to the parent: returns the child's pid
 /// (0 in the child); *fd is the parent's read end, or the child's write end.
