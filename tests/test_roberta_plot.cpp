@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "training/plot.hpp"
 #include "test_helpers.hpp"
+#include "training/plot.hpp"
 
 using namespace roberta_regression;
 namespace fs = std::filesystem;

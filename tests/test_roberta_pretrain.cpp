@@ -9,9 +9,9 @@
 
 #include "catch.hpp"
 #include "golden.hpp"
-#include "training/pretrain.hpp"
 #include "roberta_paths.hpp"
 #include "test_helpers.hpp"
+#include "training/pretrain.hpp"
 
 using namespace roberta_regression;
 

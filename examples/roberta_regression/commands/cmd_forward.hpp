@@ -46,9 +46,7 @@ inline void add_forward_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->callback([args] {
-    if (args->device == "cuda" && !torch::cuda::is_available())
-      throw std::invalid_argument("--device cuda: no CUDA device is available");
-    const torch::Device device(args->device == "cuda" ? torch::kCUDA : torch::kCPU);
+    const torch::Device device = device_from_flag(args->device);
     if (!args->model.empty()) {
       const std::filesystem::path dir = resolve_model_dir(args->model);
       args->config = (dir / "config.json").string();

@@ -21,10 +21,11 @@
 #include <finetune/periodic_evaluator.hpp>  // atomic_write_text
 
 #include "data/data.hpp"
-#include "training/pretrain.hpp"
+#include "model/model_names.hpp"
 #include "model/roberta_model.hpp"
 #include "roberta_paths.hpp"
 #include "text/tokenizer.hpp"
+#include "training/pretrain.hpp"
 
 namespace roberta_regression {
 
@@ -84,9 +85,7 @@ inline void add_pretrain_command(CLI::App& app) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
 
   cmd->callback([args] {
-    if (args->device == "cuda" && !torch::cuda::is_available())
-      throw std::invalid_argument("--device cuda: no CUDA device is available");
-    const torch::Device device(args->device == "cuda" ? torch::kCUDA : torch::kCPU);
+    const torch::Device device = device_from_flag(args->device);
     const auto& o = args->options;
     namespace fs = std::filesystem;
     const fs::path tok_dir(args->tokenizer_dir), out(args->out);

@@ -22,9 +22,9 @@
 
 #include <finetune/periodic_evaluator.hpp>
 
+#include "roberta_paths.hpp"
 #include "training/plot.hpp"
 #include "training/progress.hpp"
-#include "roberta_paths.hpp"
 #include "training/trainer.hpp"
 
 namespace roberta_regression {

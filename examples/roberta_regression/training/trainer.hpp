@@ -575,11 +575,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                              const FoldCallbacks& callbacks) {
   namespace fs = std::filesystem;
   const auto started = std::chrono::steady_clock::now();
-  if (s.device == "cuda" && !torch::cuda::is_available())
-    throw std::invalid_argument("--device cuda: no CUDA device is available");
-  if (s.device != "cpu" && s.device != "cuda")
-    throw std::invalid_argument("--device: expected cpu or cuda, got '" + s.device + "'");
-  const torch::Device device(s.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  const torch::Device device = device_from_flag(s.device);
   if (s.epochs < 1 || s.batch_size < 1 || s.val_batch_size < 1)
     throw std::invalid_argument("--epochs and --batch-size must be at least 1");
   if (s.grad_accum < 1)
