@@ -267,6 +267,15 @@ inline void add_experiment_options(CLI::App* cmd, TrainSettings& s) {
                   "auto: when the CSV has an address column (the embedded data)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  cmd->add_option("--dropout", s.dropout,
+                  "dropout probability of every layer (default: config.json's)")
+      ->check(CLI::Range(0.0, 0.999999));
+  cmd->add_flag("--notebook-exact", s.notebook_exact,
+                "the notebook's exact loop: validation RMSE as the mean of per-batch RMSEs, no "
+                "weight decay without LLRD, transformers.AdamW's update (decay after the step)");
+  cmd->add_option("--trace", s.trace_dir,
+                  "write <DIR>/fold<k>/: initial weights (initial.safetensors) and trace.json "
+                  "(rows, batch orders, every step's loss, every evaluation)");
 }
 
 }  // namespace detail
@@ -298,9 +307,13 @@ inline std::vector<LadderRow> article_ladder(const TrainSettings& base, const La
     r.random_init = true;
     rows.push_back({"basic fine-tuning, random init (no pretraining)", r});
   }
-  for (size_t i = 0; i < rows.size(); ++i)
+  for (size_t i = 0; i < rows.size(); ++i) {
     rows[i].settings.out_dir =
         (std::filesystem::path(base.out_dir) / fmt::format("row{}", i + 1)).string();
+    if (!base.trace_dir.empty())
+      rows[i].settings.trace_dir =
+          (std::filesystem::path(base.trace_dir) / fmt::format("row{}", i + 1)).string();
+  }
   return rows;
 }
 
@@ -458,9 +471,6 @@ inline void add_train_commands(CLI::App& app) {
     cmd->add_option("--grad-accum", a->s.grad_accum, "batches per optimizer step")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
-    cmd->add_option("--dropout", a->s.dropout,
-                    "dropout probability of every layer (default: config.json's)")
-        ->check(CLI::Range(0.0, 0.999999));
     cmd->add_option("--unfreeze-every", a->s.unfreeze_every,
                     "gradual unfreezing: the head and top layer first, one more block every N "
                     "--unfreeze-unit")

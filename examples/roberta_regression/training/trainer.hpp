@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <finetune/finetune.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -74,6 +75,15 @@ struct TrainSettings {
   /// optimizer steps; N = 0 (and N >= 1): at Ctrl-C and at the fold's end.
   std::optional<int64_t> save_state_every;
   bool resume = false;  ///< continue every fold from its state.pt in out_dir
+  /// The notebook's exact loop where our defaults deliberately differ
+  /// (docs/roberta_regression.md, "Parity with the notebook"): validation RMSE
+  /// = mean of each validation batch's RMSE; no weight decay without LLRD; and
+  /// transformers.AdamW's update (eps added to sqrt(v) before the bias
+  /// correction, decoupled weight decay applied after the Adam step).
+  bool notebook_exact = false;
+  /// Non-empty: write <trace_dir>/fold<k>/ (initial.safetensors, trace.json),
+  /// what a re-run of the loop elsewhere needs (tests/reference/check_notebook_loop.py).
+  std::string trace_dir;
 
   int64_t folds = 5;
   std::optional<int64_t> fold;  ///< unset: every fold
@@ -466,10 +476,13 @@ inline double std_of(const std::vector<double>& v) {
 namespace detail {
 
 /// Root mean squared error of `model` over rows `ids`/`mask`/`target` (on the
-/// model's device), in target units: one host read at the end.
+/// model's device), in target units: one host read at the end. With
+/// `mean_of_batches` (--notebook-exact), the notebook's validate_fn instead:
+/// the mean over batches of `batch_size` rows of each batch's RMSE.
 inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
                               const torch::Tensor& mask, const torch::Tensor& target,
-                              int64_t batch_size, double mean, double scale) {
+                              int64_t batch_size, double mean, double scale,
+                              bool mean_of_batches = false) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
@@ -479,10 +492,74 @@ inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
     const int64_t end = std::min(n, start + batch_size);
     const auto prediction =
         model->forward(ids.slice(0, start, end), mask.slice(0, start, end)).to(target.dtype());
-    sum += (prediction * scale + mean - target.slice(0, start, end)).square().sum();
+    const auto squared = (prediction * scale + mean - target.slice(0, start, end)).square();
+    sum += mean_of_batches ? squared.mean().sqrt() : squared.sum();
   }
   model->train(was_training);
+  if (mean_of_batches)
+    return sum.item<double>() / static_cast<double>((n + batch_size - 1) / batch_size);
   return std::sqrt(sum.item<double>() / static_cast<double>(n));
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// transformers.AdamW (transformers 4.x; removed in 5), the notebook's
+/// optimizer, on top of torch's AdamW (--notebook-exact). Per parameter, HF:
+///   m, v as torch; p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps);
+///   then p += -lr * wd * p (decoupled decay AFTER the update).
+/// torch: p *= 1 - lr * wd first, then p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+/// Equal when torch's eps is eps / sqrt(1 - b2^t) at step t and its weight
+/// decay is 0 with the decay applied here after the step.
+class NotebookAdamW {
+ public:
+  explicit NotebookAdamW(torch::optim::AdamW& optimizer) : optimizer_(optimizer) {
+    for (auto& group : optimizer_.param_groups()) {
+      auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+      weight_decay_.push_back(o.weight_decay());
+      eps_.push_back(o.eps());
+      o.weight_decay(0.0);
+    }
+  }
+  /// Before optimizer.step() number `step` (1-based): HF's eps placement.
+  void before_step(int64_t step) {
+    auto& groups = optimizer_.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      auto& o = static_cast<torch::optim::AdamWOptions&>(groups[g].options());
+      const double beta2 = std::get<1>(o.betas());
+      o.eps(eps_[g] / std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step))));
+      o.weight_decay(0.0);  // a resumed optimizer may bring back its saved options
+    }
+  }
+  /// After optimizer.step(): HF's p.add_(p, alpha=-lr * weight_decay).
+  void after_step() {
+    torch::NoGradGuard no_grad;
+    auto& groups = optimizer_.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (weight_decay_[g] == 0.0) continue;
+      const double lr = groups[g].options().get_lr();
+      for (auto& p : groups[g].params())
+        if (p.grad().defined()) p.add_(p, -lr * weight_decay_[g]);
+    }
+  }
+
+ private:
+  torch::optim::AdamW& optimizer_;
+  std::vector<double> weight_decay_, eps_;
+};
+
+/// The rows of a tensor [N, L] (int64) as a JSON list of lists.
+inline nlohmann::json rows_json(const torch::Tensor& t) {
+  const auto c = t.contiguous().cpu();
+  const auto a = c.accessor<int64_t, 2>();
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t i = 0; i < c.size(0); ++i) {
+    std::vector<int64_t> row(c.size(1));
+    for (int64_t j = 0; j < c.size(1); ++j) row[static_cast<size_t>(j)] = a[i][j];
+    out.push_back(std::move(row));
+  }
+  return out;
 }
 
 }  // namespace detail
@@ -509,7 +586,7 @@ inline std::string settings_fingerprint(const TrainSettings& s) {
       << " batch=" << s.batch_size << " grad_accum=" << s.grad_accum
       << " max_length=" << s.max_length << " seed=" << s.seed
       << " standardize=" << s.standardize_target << " unfreeze=" << opt(s.unfreeze_every) << "/"
-      << s.unfreeze_unit << " dropout=" << opt(s.dropout);
+      << s.unfreeze_unit << " dropout=" << opt(s.dropout) << " notebook_exact=" << s.notebook_exact;
   return out.str();
 }
 
@@ -594,6 +671,13 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
     throw std::invalid_argument("--swa-start-epoch " + std::to_string(s.swa_start_epoch) +
                                 " is not before --epochs " + std::to_string(s.epochs) +
                                 " (epochs count from 0): SWA would never start");
+  if (s.notebook_exact && (s.grad_accum != 1 || s.unfreeze_every))
+    throw std::invalid_argument(
+        "--notebook-exact: the notebook has no gradient accumulation and no gradual unfreezing "
+        "(drop --grad-accum and --unfreeze-every)");
+  if (!s.trace_dir.empty() && (s.resume || s.grad_accum != 1))
+    throw std::invalid_argument(
+        "--trace: records a whole run of one batch per step (not with --resume or --grad-accum)");
   if (s.eval_every && s.eval_every_from_epoch >= s.epochs)
     throw std::invalid_argument("--eval-every-from-epoch " +
                                 std::to_string(s.eval_every_from_epoch) +
@@ -640,18 +724,29 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                                   .initializer_range(files.config.initializer_range))(
         model->roberta->layers(), {{"pooler", model->roberta->pooler.ptr()}});
   }
+  fs::path trace_dir;
+  if (!s.trace_dir.empty()) {
+    trace_dir = fs::path(s.trace_dir) / ("fold" + std::to_string(fold));
+    fs::create_directories(trace_dir);
+    save_weights(*model, (trace_dir / "initial.safetensors").string());
+  }
   model->to(device);
   model->train();
 
   std::unique_ptr<finetune::SWAWrapper> swa;
   if (s.swa_lr) swa = std::make_unique<finetune::SWAWrapper>(*model);
 
+  auto rates = article_rates(s.llrd, s.lr_scale).num_layers(num_layers);
+  // The notebook's basic run: transformers.AdamW(model.parameters(), lr=1e-6), weight decay 0.
+  if (s.notebook_exact && s.llrd == finetune::LLRDMode::none) rates.weight_decay(0.0);
   finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> groups(
-      *model, article_rates(s.llrd, s.lr_scale).num_layers(num_layers),
+      *model, rates,
       // HF's AdamW in the notebook: eps 1e-6 (torch's default is 1e-8).
       torch::optim::AdamWOptions().eps(1e-6));
   torch::optim::AdamW optimizer(groups.param_groups(), torch::optim::AdamWOptions().eps(1e-6));
   groups.apply_to(optimizer);
+  std::unique_ptr<detail::NotebookAdamW> hf_adamw;
+  if (s.notebook_exact) hf_adamw = std::make_unique<detail::NotebookAdamW>(optimizer);
   const LayerLRProbe probe(groups, num_layers);
   result.lr_columns = probe.columns();
 
@@ -714,7 +809,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                     : finetune::PeriodicEvaluator::stdout_logger());
   auto evaluate = [&] {
     return detail::validation_rmse(model, val_ids, val_mask, val_target, s.val_batch_size, mean,
-                                   scale);
+                                   scale, /*mean_of_batches=*/s.notebook_exact);
   };
   double last_averaged_rmse = std::nan("");
   auto evaluate_averaged = [&] {
@@ -774,11 +869,14 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
     if (averaging()) point.swa_val_rmse = last_averaged_rmse;
     result.curve.push_back(point);
   };
+  // --trace: each epoch's order and each batch's loss, read at the end.
+  std::vector<torch::Tensor> trace_orders, trace_losses;
   bool stop = evaluator.should_stop();
   while (pos.epoch < s.epochs && !stop) {
     if (pos.batch == 0) {
       order = torch::randperm(n_train, shuffle, torch::kInt64).to(device);
       loss_sum.zero_();
+      if (!trace_dir.empty()) trace_orders.push_back(order);
     }
     while (pos.batch < batches && !stop) {
       const int64_t i = pos.batch;
@@ -791,6 +889,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
         const auto loss = torch::sqrt(torch::mse_loss(prediction, target));
         loss.backward();
         loss_sum += loss.detach();
+        if (!trace_dir.empty()) trace_losses.push_back(loss.detach());
       } else {
         // The notebook's loss is sqrt(MSE) of the whole step's rows, not a sum
         // over its batches: accumulate the MSE's gradient, then scale it by
@@ -812,7 +911,9 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
         step_mse.zero_();
       }
       const auto lrs = probe.read(optimizer);  // the rates this step trains with
+      if (hf_adamw) hf_adamw->before_step(pos.optimizer_step + 1);
       optimizer.step();
+      if (hf_adamw) hf_adamw->after_step();
       optimizer.zero_grad();
       result.lrs.push_back(lrs);
       state.optimizer_step(/*taken=*/true);  // scheduler, SWA average, unfreezing
@@ -851,6 +952,62 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
         model->forward(train_ids.slice(0, start, std::min(n_train, start + s.batch_size)),
                        train_mask.slice(0, start, std::min(n_train, start + s.batch_size)));
     });
+  }
+  if (!trace_dir.empty()) {
+    nlohmann::json evaluations = nlohmann::json::array();
+    for (const auto& c : result.curve)
+      evaluations.push_back({{"epoch", c.epoch},
+                             {"batch", c.batch},
+                             {"step", c.step},
+                             {"rmse", c.val_rmse},
+                             {"swa_rmse", c.swa_val_rmse ? nlohmann::json(*c.swa_val_rmse)
+                                                         : nlohmann::json(nullptr)}});
+    nlohmann::json orders = nlohmann::json::array();
+    for (const auto& o : trace_orders) {
+      const auto c = o.cpu().contiguous();
+      orders.push_back(
+          std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()));
+    }
+    std::vector<double> losses;
+    if (!trace_losses.empty()) {
+      const auto all = torch::stack(trace_losses).to(torch::kCPU, torch::kFloat64).contiguous();
+      losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+    }
+    const nlohmann::json trace = {
+        {"fold", fold},
+        {"data", s.data},
+        {"model", files.dir},
+        {"settings", detail::settings_fingerprint(s)},
+        {"llrd", llrd_name(s.llrd)},
+        {"lr_scale", s.lr_scale},
+        {"warmup_steps", s.warmup_steps},
+        {"reinit_layers", s.reinit_layers},
+        {"swa_lr", s.swa_lr ? nlohmann::json(*s.swa_lr) : nlohmann::json(nullptr)},
+        {"swa_start_epoch", s.swa_start_epoch},
+        {"swa_anneal_steps", s.swa_anneal_steps},
+        {"eval_every", s.eval_every ? nlohmann::json(*s.eval_every) : nlohmann::json(nullptr)},
+        {"eval_every_from_epoch", s.eval_every_from_epoch},
+        {"patience", s.patience},
+        {"epochs", s.epochs},
+        {"batch_size", s.batch_size},
+        {"val_batch_size", s.val_batch_size},
+        {"max_length", s.max_length},
+        {"dropout", s.dropout ? nlohmann::json(*s.dropout) : nlohmann::json(nullptr)},
+        {"notebook_exact", s.notebook_exact},
+        {"target_mean", mean},
+        {"target_scale", scale},
+        {"train_rows", train_rows},
+        {"val_rows", val_rows},
+        {"input_ids", detail::rows_json(data.input_ids)},
+        {"attention_mask", detail::rows_json(data.attention_mask)},
+        {"targets", std::vector<double>(data.targets.data_ptr<double>(),
+                                        data.targets.data_ptr<double>() + data.targets.numel())},
+        {"orders", orders},
+        {"losses", losses},
+        {"evaluations", evaluations},
+        {"steps", result.steps},
+        {"early_stopped", result.early_stopped}};
+    finetune::atomic_write_text((trace_dir / "trace.json").string(), trace.dump() + "\n");
   }
   result.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
