@@ -304,6 +304,24 @@ inline void split_on_specials(std::string_view text,
   segment(text.substr(start));
 }
 
+/// The ids of `text` (invalid UTF-8 replaced by U+FFFD first): the special
+/// tokens' strings are found in the raw text first, as `tokenizers`' added
+/// vocabulary (never normalized), and encode(stretch, out) appends the ids of
+/// each stretch between them. Shared by both tokenizers.
+template <typename EncodeSegment>
+inline std::vector<int64_t> tokenize_text(
+    std::string_view text, const std::vector<std::pair<std::string, int32_t>>& specials,
+    EncodeSegment&& encode) {
+  std::string replaced;
+  if (replace_invalid_utf8(text, replaced)) text = replaced;
+  std::vector<int64_t> out;
+  out.reserve(text.size() / 3 + 4);
+  split_on_specials(
+      text, specials, [&](std::string_view segment) { encode(segment, out); },
+      [&](int32_t id) { out.push_back(id); });
+  return out;
+}
+
 /// Throws std::invalid_argument unless max_length is 0 or at least 2
 /// (`specials` names the two tokens it must leave room for).
 inline void check_max_length(int64_t max_length, const char* specials) {
@@ -486,16 +504,10 @@ inline int64_t RobertaTokenizer::token_to_id(const std::string& token) const {
 }
 
 inline std::vector<int64_t> RobertaTokenizer::tokenize(std::string_view text) {
-  std::string replaced;
-  if (detail::replace_invalid_utf8(text, replaced)) text = replaced;
-  std::vector<int64_t> out;
-  out.reserve(text.size() / 3 + 4);
-  // Special tokens' strings first (as `tokenizers`' added vocabulary), then
-  // each stretch between them on its own.
-  detail::split_on_specials(
-      text, specials_, [&](std::string_view segment) { encode_segment(segment, out); },
-      [&](int32_t id) { out.push_back(id); });
-  return out;
+  return detail::tokenize_text(text, specials_,
+                               [this](std::string_view segment, std::vector<int64_t>& out) {
+                                 encode_segment(segment, out);
+                               });
 }
 
 inline void RobertaTokenizer::encode_segment(std::string_view segment, std::vector<int64_t>& out) {

@@ -483,17 +483,12 @@ inline std::string WordPieceTokenizer::normalize(std::string_view text) const {
 }
 
 inline std::vector<int64_t> WordPieceTokenizer::tokenize(std::string_view text) const {
-  std::string replaced;
-  if (detail::replace_invalid_utf8(text, replaced)) text = replaced;
-  std::vector<int64_t> out;
-  out.reserve(text.size() / 3 + 4);
-  // Special tokens' strings in the raw text first (they are not normalized,
-  // as `tokenizers`' added tokens with normalized=false), then each stretch
-  // between them on its own.
-  detail::split_on_specials(
-      text, specials_, [&](std::string_view segment) { encode_segment(segment, out); },
-      [&](int32_t id) { out.push_back(id); });
-  return out;
+  // Special tokens are matched in the raw text, not normalized (`tokenizers`'
+  // added tokens with normalized=false).
+  return detail::tokenize_text(text, specials_,
+                               [this](std::string_view segment, std::vector<int64_t>& out) {
+                                 encode_segment(segment, out);
+                               });
 }
 
 inline void WordPieceTokenizer::encode_segment(std::string_view segment,
