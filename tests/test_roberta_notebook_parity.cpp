@@ -119,3 +119,31 @@ TEST_CASE("table --notebook-exact equals the notebook's loop step by step, every
   }
   CHECK(check.status == 0);
 }
+
+TEST_CASE("--notebook-exact: refused with --grad-accum; a resumed run must share it",
+          "[roberta][notebook]") {
+  const std::string exe = finetune_test::kRobertaExe;
+  if (exe.empty() || !fs::exists(exe))
+    finetune_test::skip("the roberta_regression example is not built");
+  TempDir tmp;
+  // Tiny runs on the embedded data: 1 epoch of 64-row batches of 8 tokens.
+  const std::string base = quote(exe) +
+                           " --threads 1 train --llrd layerwise --folds 2 --fold 0 --epochs 1"
+                           " --batch-size 64 --max-length 8 --device cpu";
+  const auto accum = finetune_test::run_command(base + " --notebook-exact --grad-accum 2 --out " +
+                                                quote(tmp.file("accum")) + " 2>&1");
+  INFO(accum.output);
+  CHECK(accum.status != 0);
+  CHECK(finetune_test::contains(accum.output, "--notebook-exact: the notebook has no gradient"));
+
+  const auto first = finetune_test::run_command(base + " --save-state-every 0 --out " +
+                                                quote(tmp.file("run")) + " 2>&1");
+  INFO(first.output);
+  REQUIRE(first.status == 0);
+  const auto resumed = finetune_test::run_command(base + " --notebook-exact --resume " +
+                                                  quote(tmp.file("run")) + " 2>&1");
+  INFO(resumed.output);
+  CHECK(resumed.status != 0);
+  CHECK(finetune_test::contains(resumed.output, "saved by a run with other settings"));
+  CHECK(finetune_test::contains(resumed.output, "notebook_exact=1"));
+}
