@@ -212,6 +212,7 @@ std::string case_flags(const json& c, const std::string& out) {
   f << " --lr-scale " << scale;
   if (c["seed"] != 3377) f << " --seed " << c["seed"];  // 3377: the default
   if (c["val_batch_size"] != 64) f << " --val-batch-size " << c["val_batch_size"];
+  if (c.value("subsample", 1) != 1) f << " --subsample " << c["subsample"];
   if (c["command"] == "train") {
     f << " --llrd " << c["llrd"].get<std::string>() << " --warmup-steps " << c["warmup_steps"];
     if (!c["swa_lr"].is_null())
@@ -228,11 +229,12 @@ std::string case_flags(const json& c, const std::string& out) {
 
 /// An RMSE job for check_cli_rmse.py: the case's fold of cli_train.csv.
 json rmse_job(const json& c, const std::string& checkpoint) {
-  std::vector<int64_t> train_rows, val_rows;
+  std::vector<int64_t> train_rows, val_rows;  // rows of the CSV (--subsample keeps some)
   const auto folds = c["fold_of_row"].get<std::vector<int64_t>>();
+  const auto data_rows = c["data_rows"].get<std::vector<int64_t>>();
+  REQUIRE(data_rows.size() == folds.size());
   for (size_t i = 0; i < folds.size(); ++i)
-    (folds[i] == c["fold"].get<int64_t>() ? val_rows : train_rows)
-        .push_back(static_cast<int64_t>(i));
+    (folds[i] == c["fold"].get<int64_t>() ? val_rows : train_rows).push_back(data_rows[i]);
   return {{"model", std::string(roberta_regression::kAssetsDir) + "/demo-model"},
           {"checkpoint", checkpoint},
           {"csv", finetune_test::golden_path("cli_train.csv")},
@@ -413,6 +415,10 @@ TEST_CASE("train and table flags against the notebook's folds, schedule and rate
     REQUIRE(r.status == 0);
     // --device cpu and --standardize-target in the run's summary line.
     CHECK(contains(r.output, "; cpu (1 threads), LibTorch"));
+    // --subsample N: "36 rows" become "18 rows (1 in 2)".
+    const int64_t every = c.value("subsample", 1);
+    CHECK(contains(r.output, std::to_string(c["data_rows"].size()) + " rows" +
+                                 (every > 1 ? " (1 in " + std::to_string(every) + ")" : ",")));
     CHECK(contains(r.output, c["standardize_target"] == "on"
                                  ? "target standardized for training, RMSE in target units"
                                  : "target as is"));
@@ -589,15 +595,17 @@ TEST_CASE("demo: its help, and a start that Ctrl-C stops with the table so far",
   INFO(r.output);
   CHECK(r.status == 130);
   CHECK(contains(r.output,
-                 "demo: the same as `roberta_regression table --folds 2 --epochs 3 "
-                 "--max-length 96 --lr-scale 100 --swa-start-epoch 2 "
-                 "--eval-every-from-epoch 1 --reinit-layers 2 --with-random-init --out " +
+                 "demo: the same as `roberta_regression table --subsample 2 --folds 2 "
+                 "--epochs 2 --max-length 64 --lr-scale 100 --swa-start-epoch 1 "
+                 "--eval-every-from-epoch 1 --warmup-steps 15 --reinit-layers 2 "
+                 "--with-random-init --out " +
                      out + "`"));
   CHECK(contains(r.output, "interrupted: the table so far is in " + out + "/table.json"));
   const auto table = json::parse(read_file(out + "/table.json"));
+  CHECK(table["subsample"] == 2);
   CHECK(table["folds"] == 2);
-  CHECK(table["epochs"] == 3);
-  CHECK(table["max_length"] == 96);
+  CHECK(table["epochs"] == 2);
+  CHECK(table["max_length"] == 64);
   CHECK(table["lr_scale"] == 100.0);
   CHECK(table["threads"] == 1);
   // --standardize-target auto on the embedded data (it has an address column):

@@ -145,7 +145,7 @@ def run_fold(fold_dir, tolerance):
     num_layers = config.num_hidden_layers
 
     # --- data: the tokenizer's ids must be the run's ---------------------------------
-    rows = read_csv_rows(trace["data"])
+    rows = read_csv_rows(trace["data"])[::trace["subsample"]]  # --subsample N: every N-th
     tokenizer = RobertaTokenizerFast.from_pretrained(trace["model"])
     enc = tokenizer([r["excerpt"] for r in rows], max_length=trace["max_length"],
                     truncation=True, padding="max_length", return_tensors="pt")

@@ -11,7 +11,9 @@ Writes into DIR:
                         `address` column (so `--standardize-target auto` is off
                         and the folds are the notebook's ungrouped ones)
   cli_train_cases.json  per run of the test: its flags as settings, the
-                        notebook's folds of cli_train.csv for that --folds /
+                        CSV rows it uses (data_rows: all, or every N-th
+                        with --subsample N), the notebook's folds of those
+                        rows for that --folds /
                         --seed (ref_folds.notebook_folds: numpy seed, pandas
                         sample, pd.cut bins, StratifiedKFold), the rows of the
                         chosen --fold, the steps, the raw evaluations
@@ -64,8 +66,9 @@ CASES = [
          eval_every_from_epoch=1, patience=50, standardize_target="on", lr_log=True),
     # train: frozen weights (lr scale 1e-300: every update rounds to nothing),
     # so every evaluation gives the first one's RMSE, none improves, and
-    # --patience 2 stops the run at the fourth evaluation.
-    dict(name="train_patience", command="train", folds=3, fold=0, seed=3377, epochs=3,
+    # --patience 2 stops the run at the fourth evaluation. --subsample 2: the
+    # CSV's rows 0, 2, 4, ... only, folded as if they were the whole file.
+    dict(name="train_patience", command="train", subsample=2, folds=3, fold=0, seed=3377, epochs=3,
          batch_size=4, val_batch_size=64, max_length=16, llrd="none", lr_scale=1e-300,
          warmup_steps=0, swa_lr=None, swa_start_epoch=3, swa_anneal_steps=10, eval_every=1,
          eval_every_from_epoch=0, patience=2, standardize_target="off", lr_log=False,
@@ -145,7 +148,9 @@ def lr_rows(num_layers, llrd, n_train, batch_size, epochs, warmup, swa_lr, swa_s
     return rows
 
 
-def run(case, targets):
+def run(case, all_targets):
+    data_rows = list(range(0, len(all_targets), case.get("subsample", 1)))  # the CSV rows used
+    targets = [all_targets[i] for i in data_rows]
     folds = notebook_folds(targets, case["folds"], case["seed"])["folds"]
     val_rows = [i for i, f in enumerate(folds) if f == case["fold"]]
     n_train, n_val = len(targets) - len(val_rows), len(val_rows)
@@ -162,7 +167,8 @@ def run(case, targets):
     last = evaluations[-1]
     steps = (last[0] * batches + last[1] + 1) if loop["stopped"] else case["epochs"] * batches
     out = dict(case)
-    out.update({"fold_of_row": folds, "val_rows": val_rows, "n_train": n_train, "n_val": n_val,
+    out.update({"data_rows": data_rows, "fold_of_row": folds, "val_rows": val_rows,
+                "n_train": n_train, "n_val": n_val,
                 "batches": batches, "steps": steps, "evaluations": evaluations,
                 "early_stopped": loop["stopped"]})
     if case["lr_log"]:

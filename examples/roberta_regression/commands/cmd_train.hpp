@@ -111,10 +111,10 @@ inline std::vector<int64_t> folds_to_run(const TrainSettings& s) {
 inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
                                 const ModelFiles& m, bool random_init) {
   return fmt::format(
-      "{}: {} rows{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch "
+      "{}: {} rows{}{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch "
       "{}, "
       "max length {}, seed {}; {} ({} threads), LibTorch {}",
-      s.data, d.targets.size(0),
+      s.data, d.targets.size(0), s.subsample > 1 ? fmt::format(" (1 in {})", s.subsample) : "",
       d.dropped ? fmt::format(" ({} dropped: target 0, standard_error 0)", d.dropped) : "", s.folds,
       d.grouped ? " grouped by address" : "",
       d.standardize ? "standardized for training, RMSE in target units" : "as is", m.dir,
@@ -267,6 +267,10 @@ inline void add_experiment_options(CLI::App* cmd, TrainSettings& s) {
                   "auto: when the CSV has an address column (the embedded data)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  cmd->add_option("--subsample", s.subsample,
+                  "use only every N-th row of the CSV (a smaller run of the same data)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--dropout", s.dropout,
                   "dropout probability of every layer (default: config.json's)")
       ->check(CLI::Range(0.0, 0.999999));
@@ -364,6 +368,7 @@ inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base
   }
   return {{"header", t.header},
           {"data", base.data},
+          {"subsample", base.subsample},
           {"model", base.model_dir},
           {"folds", base.folds},
           {"epochs", base.epochs},
