@@ -32,7 +32,6 @@ losses and RMSEs and how many were compared; exits 1 when any is above
 import argparse
 import csv
 import gzip
-import io
 import json
 import math
 import sys
@@ -119,15 +118,13 @@ def read_csv_rows(path):
 
 def load_model(trace, fold_dir):
     config = RobertaConfig.from_pretrained(trace["model"], attn_implementation="eager")
-    dropout = trace["dropout"] if trace["dropout"] is not None else None
-    if dropout is not None:
-        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    if trace["dropout"] is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = trace["dropout"]
     model = MyModel(config)
     tensors = load_file(str(fold_dir / "initial.safetensors"))
     state = {("roberta_model." + k[len("roberta."):] if k.startswith("roberta.") else k): v
              for k, v in tensors.items()}
-    result = model.load_state_dict(state, strict=True)  # raises on missing/unexpected
-    del result
+    model.load_state_dict(state, strict=True)  # raises on a missing or unexpected tensor
     return model, config
 
 
