@@ -1,5 +1,7 @@
 # The two commands of the README, and a few more for developers.
 #   make demo    the RoBERTa regression example on its embedded data (LibTorch 2.x)
+#   make table-minilm  the same table on a real pretrained BERT, all-MiniLM-L6-v2
+#                (about an hour on two cores; scripts/table_minilm.sh)
 #   make test    the whole test suite, against LibTorch 2.x and 1.13, under
 #                ASan + UBSan, and a short run of every fuzzer
 #   make bench   the benchmarks (both LibTorch builds, each against its PyTorch)
@@ -13,7 +15,7 @@ JOBS ?= 2
 BUILD_TYPE ?= Release
 PYTHON := .venv/bin/python
 
-.PHONY: all setup demo test sanitize fuzz bench goldens check-goldens build-torch2 build-torch1 clean
+.PHONY: all setup demo table-minilm test sanitize fuzz bench goldens check-goldens build-torch2 build-torch1 clean
 
 all: test
 
@@ -23,6 +25,10 @@ setup:
 demo: setup
 	@bash scripts/build.sh torch2 roberta_regression
 	@bash scripts/demo.sh
+
+table-minilm: setup
+	@bash scripts/build.sh torch2 roberta_regression
+	@bash scripts/table_minilm.sh
 
 test: setup
 	@bash scripts/test.sh
