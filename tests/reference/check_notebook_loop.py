@@ -48,6 +48,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ref_lr_schedule import BUILDERS  # noqa: E402  (the notebook's optimizer builders)
+from ref_periodic_evaluator import notebook_run  # noqa: E402  (its schedule and early stopping)
 
 
 class HFAdamW(torch.optim.Optimizer):
@@ -164,11 +165,9 @@ def run_fold(fold_dir, tolerance):
     EPOCHS, EARLY_STOP_THRESHOLD = trace["epochs"], trace["patience"]
     n_batches = math.ceil(n_train / TRAIN_BS)  # DataLoader, drop_last=False
 
-    def train_batches(epoch):  # DataLoader(shuffle=True) with the run's permutation
-        order = torch.tensor(trace["orders"][epoch], dtype=torch.long)
-        for i in range(n_batches):
-            b = order[i * TRAIN_BS:(i + 1) * TRAIN_BS]
-            yield {"ids": train_ids[b], "masks": train_masks[b], "target": train_targets[b]}
+    def train_batch(epoch, i):  # DataLoader(shuffle=True) with the run's permutation
+        b = torch.tensor(trace["orders"][epoch], dtype=torch.long)[i * TRAIN_BS:(i + 1) * TRAIN_BS]
+        return {"ids": train_ids[b], "masks": train_masks[b], "target": train_targets[b]}
 
     def validate_fn(model):
         # The notebook's validate_fn: mean over batches of 64 of each batch's RMSE;
@@ -228,39 +227,17 @@ def run_fold(fold_dir, tolerance):
                             "swa_rmse": swa_rmse})
         return rmse
 
-    best_rmse = 999
-    early_stopping_counter = 0
-    for epoch in range(EPOCHS):
-        swa_step = swa_lr is not None and epoch >= swa_start
-        if frequent_eval and epoch >= frequent_from:
-            # train_and_validate
-            for i, batch in enumerate(train_batches(epoch)):
-                train_step(batch, swa_step)
-                if (i % eval_every == 0) or ((i + 1) == n_batches):
-                    rmse = evaluate(epoch, i, swa_step)
-                    if rmse < best_rmse:
-                        best_rmse = rmse
-                        early_stopping_counter = 0
-                    else:
-                        early_stopping_counter += 1
-                    if early_stopping_counter > EARLY_STOP_THRESHOLD:
-                        break
-            if early_stopping_counter > EARLY_STOP_THRESHOLD:
-                break
-        else:
-            # train_fn, then validate_fn
-            for batch in train_batches(epoch):
-                train_step(batch, swa_step)
-            rmse = evaluate(epoch, n_batches - 1, swa_step)
-            if rmse < best_rmse:
-                best_rmse = rmse
-                early_stopping_counter = 0
-            else:
-                early_stopping_counter += 1
-            if early_stopping_counter > EARLY_STOP_THRESHOLD:
-                break
+    def swa_epoch(epoch):
+        return swa_lr is not None and epoch >= swa_start
+
+    # run_training's loop: train_and_validate from frequent_from on, else
+    # train_fn then validate_fn; early stopping after EARLY_STOP_THRESHOLD.
+    notebook_run([], EPOCHS, n_batches, eval_every if frequent_eval else 1,
+                 frequent_from if frequent_eval else EPOCHS, EARLY_STOP_THRESHOLD,
+                 train_step=lambda epoch, i: train_step(train_batch(epoch, i), swa_epoch(epoch)),
+                 validate=lambda epoch, i: evaluate(epoch, i, swa_epoch(epoch)))
     if swa_lr is not None:  # no BatchNorm in RoBERTa: returns at once, as in the notebook
-        torch.optim.swa_utils.update_bn(train_batches(0), swa_model)
+        torch.optim.swa_utils.update_bn((train_batch(0, i) for i in range(n_batches)), swa_model)
 
     # --- compare --------------------------------------------------------------------
     problems = []

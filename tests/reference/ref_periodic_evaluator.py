@@ -22,21 +22,30 @@ import random
 from pathlib import Path
 
 
-def notebook_run(metric_stream, EPOCHS, n_batches, eval_every, frequent_from, EARLY_STOP_THRESHOLD):
-    """run_training / train_and_validate of the notebook for one fold."""
+def notebook_run(metric_stream, EPOCHS, n_batches, eval_every, frequent_from, EARLY_STOP_THRESHOLD,
+                 train_step=None, validate=None):
+    """run_training / train_and_validate of the notebook for one fold.
+
+    train_step(epoch, i), when given, is the training step of batch i;
+    validate(epoch, i), when given, is the validation after batch i and
+    replaces metric_stream (check_notebook_loop.py runs the real loop so)."""
     fold = 0
     events = []          # one per evaluation: epoch, batch, saved
     lines = []           # what the notebook prints
     stream = iter(metric_stream)
 
-    def validate_fn():
-        return next(stream)
+    def train_fn_step(epoch, i):
+        if train_step is not None:
+            train_step(epoch, i)
+
+    def validate_fn(epoch, i):
+        return validate(epoch, i) if validate is not None else next(stream)
 
     def train_and_validate(best_rmse, early_stopping_counter, fold, epoch):
         for i in range(n_batches):  # for i, batch in enumerate(train_data_loader)
-            # (training step)
+            train_fn_step(epoch, i)
             if (i % eval_every == 0) or ((i + 1) == n_batches):
-                rmse = validate_fn()
+                rmse = validate_fn(epoch, i)
                 if rmse < best_rmse:
                     events.append({"epoch": epoch, "batch": i, "saved": True})
                     lines.append(f"FOLD: {fold}, Epoch: {epoch}, Batch {i}, RMSE = {round(rmse,4)}, checkpoint saved.")
@@ -61,7 +70,9 @@ def notebook_run(metric_stream, EPOCHS, n_batches, eval_every, frequent_from, EA
             if early_stopping_counter > EARLY_STOP_THRESHOLD: break
         else:
             # train_fn(...) runs all batches; then one validation.
-            rmse = validate_fn()
+            for i in range(n_batches):
+                train_fn_step(epoch, i)
+            rmse = validate_fn(epoch, n_batches - 1)
             if rmse < best_rmse:
                 events.append({"epoch": epoch, "batch": n_batches - 1, "saved": True})
                 lines.append(f"FOLD: {fold}, Epoch: {epoch}, RMSE = {round(rmse,4)}, checkpoint saved.")
