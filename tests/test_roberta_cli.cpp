@@ -43,35 +43,13 @@
 
 namespace fs = std::filesystem;
 using finetune_test::contains;
+using finetune_test::quote;
+using finetune_test::read_file;
+using finetune_test::run_split;
 using finetune_test::TempDir;
 using nlohmann::json;
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-/// A command's exit status, its stdout, and its stderr apart.
-struct SplitResult {
-  int status;
-  std::string out, err;
-};
-
-/// Runs a shell command with stderr written to `err_file` (kept out of stdout).
-SplitResult run_split(const std::string& command, const std::string& err_file) {
-  const auto r = finetune_test::run_command("{ " + command + " 2>" + quote(err_file) + "; }");
-  return {r.status, r.output, read_file(err_file)};
-}
 
 /// The roberta_regression binary; fails the test when it is not built.
 std::string example_exe() {

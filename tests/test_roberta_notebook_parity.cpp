@@ -13,7 +13,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -24,23 +23,11 @@
 #include "test_helpers.hpp"
 
 namespace fs = std::filesystem;
+using finetune_test::quote;
 using finetune_test::TempDir;
 using nlohmann::json;
 
 namespace {
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 /// The binary and a Python with transformers, or a visible skip.
 void require_tools() {
@@ -91,18 +78,20 @@ TEST_CASE("table --notebook-exact equals the notebook's loop step by step, every
   INFO(command.str() << "\n" << run.output);
   REQUIRE(run.status == 0);
 
-  const auto check = finetune_test::run_command(
-      "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 " + quote(finetune_test::kPython) +
-      " " +
-      quote((fs::path(finetune_test::kSourceDir) / "tests" / "reference" / "check_notebook_loop.py")
-                .string()) +
-      " " + quote(trace) + " 2>" + quote(tmp.file("stderr.txt")));
-  INFO("check_notebook_loop.py: " << check.output
-                                  << "\nstderr: " << read_file(tmp.file("stderr.txt")));
-  const auto end = check.output.find_last_not_of('\n');
+  // stderr apart: stdout's last line is the JSON.
+  const auto check =
+      finetune_test::run_split("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 " +
+                                   quote(finetune_test::kPython) + " " +
+                                   quote((fs::path(finetune_test::kSourceDir) / "tests" /
+                                          "reference" / "check_notebook_loop.py")
+                                             .string()) +
+                                   " " + quote(trace),
+                               tmp.file("stderr.txt"));
+  INFO("check_notebook_loop.py: " << check.out << "\nstderr: " << check.err);
+  const auto end = check.out.find_last_not_of('\n');
   REQUIRE(end != std::string::npos);
-  const auto start = check.output.rfind('\n', end);
-  const json results = json::parse(check.output.substr(start == std::string::npos ? 0 : start + 1));
+  const auto start = check.out.rfind('\n', end);
+  const json results = json::parse(check.out.substr(start == std::string::npos ? 0 : start + 1));
   REQUIRE(results.size() == 7);  // 7 rows, fold 0 each
   for (const auto& r : results) {
     INFO(r.dump());

@@ -6,6 +6,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -46,6 +48,33 @@ inline CommandResult run_command(const std::string& command) {
   while (size_t n = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+/// `s` quoted for the shell (single quotes).
+inline std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// The whole file as bytes ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// A command's exit status, its stdout, and its stderr apart.
+struct SplitResult {
+  int status;
+  std::string out, err;
+};
+
+/// Runs a shell command with stderr written to `err_file` (kept out of stdout).
+inline SplitResult run_split(const std::string& command, const std::string& err_file) {
+  const auto r = run_command("{ " + command + " 2>" + quote(err_file) + "; }");
+  return {r.status, r.output, read_file(err_file)};
 }
 
 /// A fresh folder under the system temp dir, removed (permissions restored
