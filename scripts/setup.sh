@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 packages=(
   cmake g++ make pkg-config git zlib1g-dev
   libtorch-dev libopenblas0-openmp
+  libgloo-dev  # gloo's headers, for c10d's ProcessGroupGloo (include/finetune/distributed.hpp)
   catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libbenchmark-dev
   gnuplot-nox python3-venv
   clang-14 libclang-rt-14-dev  # libFuzzer and clang's sanitizer runtimes (scripts/fuzz.sh)

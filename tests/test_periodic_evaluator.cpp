@@ -832,3 +832,77 @@ TEST_CASE("counting API: optimizer steps, not batches; epoch ends come from the 
     CHECK(e.num_evaluations() == 0);
   }
 }
+
+// Data parallelism (docs/distributed.md): every rank but one runs an
+// evaluator with writer(false), fed the same metric values.
+TEST_CASE("writer(false): the writer's decisions and state, and no file at all",
+          "[periodic_evaluator]") {
+  const int64_t batches = 9;
+  auto metric = [](int64_t s) {
+    return 0.5 + 0.3 * std::exp(-s / 12.0) + 0.05 * std::sin(1.9 * s);
+  };
+  auto options = [](const std::string& d) {
+    return PeriodicEvaluatorOptions(d).eval_every(3).eval_every_from_epoch(1).patience(4);
+  };
+  auto saver = [](const std::string& p) { torch::save(torch::zeros({1}), p); };
+  TempDir writes, silent;
+  std::vector<std::string> writer_log, silent_log;
+  PeriodicEvaluator writer(options(writes.path), saver,
+                           [&](const std::string& l) { writer_log.push_back(l); });
+  PeriodicEvaluator other(options(silent.path).writer(false), saver,
+                          [&](const std::string& l) { silent_log.push_back(l); });
+  for (int64_t s = 1; s <= 6 * batches; ++s) {
+    const bool a =
+        writer.step((s - 1) / batches, (s - 1) % batches, batches, [&] { return metric(s); });
+    const bool b =
+        other.step((s - 1) / batches, (s - 1) % batches, batches, [&] { return metric(s); });
+    REQUIRE(a == b);
+    if (a) break;
+  }
+  REQUIRE(writer.should_stop());
+  CHECK(other.best() == writer.best());
+  CHECK(other.global_step() == writer.global_step());
+  CHECK(other.num_evaluations() == writer.num_evaluations());
+  CHECK(files_in(silent.path).empty());  // no checkpoint, no history, no probe left
+  CHECK(fs::exists(writer.best_checkpoint_path()));
+  // The same lines, except that nothing was saved.
+  REQUIRE(silent_log.size() == writer_log.size());
+  for (std::size_t i = 0; i < writer_log.size(); ++i) {
+    std::string expected = writer_log[i];
+    const std::string saved = ", checkpoint saved.";
+    if (expected.size() > saved.size() &&
+        expected.compare(expected.size() - saved.size(), saved.size(), saved) == 0)
+      expected.resize(expected.size() - saved.size());
+    CHECK(silent_log[i] == expected);
+  }
+  // The same state: the writer's saved state loads into a silent evaluator
+  // (no history file to check or cut) and saves back byte for byte.
+  std::ostringstream a_bytes, b_bytes;
+  torch::serialize::OutputArchive a_archive, b_archive;
+  writer.save(a_archive);
+  other.save(b_archive);
+  a_archive.save_to(a_bytes);
+  b_archive.save_to(b_bytes);
+  torch::serialize::InputArchive a_in, b_in;
+  std::istringstream a_stream(a_bytes.str()), b_stream(b_bytes.str());
+  a_in.load_from(a_stream);
+  b_in.load_from(b_stream);
+  for (const auto& key : a_in.keys()) {
+    torch::Tensor x, y;
+    a_in.read(key, x);
+    b_in.read(key, y);
+    INFO(key);
+    CHECK(torch::equal(x, y));
+  }
+  PeriodicEvaluator resumed(options(silent.path).writer(false), saver, kIgnoreLog);
+  const std::string state = writes.file("state.pt");
+  torch::save(writer, state);
+  torch::load(resumed, state);
+  CHECK(resumed.best() == writer.best());
+  CHECK(files_in(silent.path).empty());
+  // A folder that does not exist is fine for a non-writer: it never looks.
+  CHECK_NOTHROW(
+      PeriodicEvaluator(options(silent.file("missing")).writer(false), saver, kIgnoreLog));
+  CHECK_THROWS_AS(PeriodicEvaluator(options(silent.file("missing")), saver, kIgnoreLog),
+                  std::invalid_argument);
+}

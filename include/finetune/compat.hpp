@@ -17,6 +17,13 @@
   (TORCH_VERSION_MAJOR > (major) ||           \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
+// Declared here so that compat::C10dBackend needs none of c10d's headers;
+// distributed.hpp includes them.
+namespace c10d {
+class Backend;
+class ProcessGroup;
+}  // namespace c10d
+
 namespace finetune {
 namespace compat {
 
@@ -56,6 +63,15 @@ inline at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Te
   throw std::logic_error("scaled_dot_product_attention needs LibTorch 2.0 or later");
 #endif
 }
+
+/// c10d's process-group base class, the one ProcessGroupGloo and
+/// ProcessGroupNCCL derive from: c10d::Backend since PyTorch 2.0,
+/// c10d::ProcessGroup before. Used by distributed.hpp.
+#if FINETUNE_TORCH_AT_LEAST(2, 0)
+using C10dBackend = c10d::Backend;
+#else
+using C10dBackend = c10d::ProcessGroup;
+#endif
 
 }  // namespace compat
 }  // namespace finetune

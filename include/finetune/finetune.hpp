@@ -15,3 +15,11 @@
 #include "finetune/training_state.hpp"
 #include "finetune/unfreezing.hpp"
 #include "finetune/version.hpp"
+
+// Data parallelism needs gloo's headers for c10d's ProcessGroupGloo, which no
+// LibTorch ships (Debian: libgloo-dev): included when they are there.
+#if defined(__has_include)
+#if __has_include(<gloo/algorithm.h>)
+#include "finetune/distributed.hpp"
+#endif
+#endif

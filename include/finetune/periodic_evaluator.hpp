@@ -143,6 +143,12 @@ struct PeriodicEvaluatorOptions {
   /// Text put before every evaluation log line (default none; the notebook
   /// prints "FOLD: 0, ").
   TORCH_ARG(std::string, log_prefix) = "";
+  /// true (default): this evaluator writes the checkpoints and the history.
+  /// false: it takes the same decisions (best, patience, stop) and keeps the
+  /// same state, history counters included, but creates, opens and checks no
+  /// file: for every rank but the writing one of a data-parallel run
+  /// (docs/distributed.md), which must be fed the same metric values.
+  TORCH_ARG(bool, writer) = true;
 
  public:
   /// Throws std::invalid_argument naming the first bad option.
@@ -516,15 +522,18 @@ inline void require_writable_folder(const std::string& folder, const char* what)
     throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
                                 "' is not a folder");
   }
-  const std::string probe =
-      (std::filesystem::path(folder) / (".finetune_probe." + std::to_string(::getpid()))).string();
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Named with mkstemp, like every temporary file here: ranks on several hosts
+  // may probe one shared folder at the same moment (a pid is not unique there).
+  const std::string name = (std::filesystem::path(folder) / ".finetune_probe.XXXXXX").string();
+  std::vector<char> buffer(name.begin(), name.end());
+  buffer.push_back('\0');
+  const int fd = ::mkstemp(buffer.data());
   if (fd < 0) {
     throw std::invalid_argument(std::string("finetune: ") + what + " '" + folder +
                                 "' is not writable: " + errno_message(errno));
   }
   ::close(fd);
-  ::unlink(probe.c_str());
+  ::unlink(buffer.data());
 }
 
 inline std::string format_double_exact(double v) {
@@ -655,7 +664,9 @@ inline PeriodicEvaluator::PeriodicEvaluator(PeriodicEvaluatorOptions options, Sa
                                             LogFn log)
     : options_(std::move(options)), save_(std::move(save)), log_(std::move(log)) {
   options_.validate();
-  detail::require_writable_folder(options_.checkpoint_dir(), "PeriodicEvaluator checkpoint_dir");
+  if (options_.writer()) {
+    detail::require_writable_folder(options_.checkpoint_dir(), "PeriodicEvaluator checkpoint_dir");
+  }
   const bool min = options_.mode() == MetricMode::min;
   best_ = min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
   best_averaged_ = best_;
@@ -865,7 +876,8 @@ inline bool PeriodicEvaluator::evaluate_now(int64_t batch, bool per_batch,
     // Save before updating the state: a failed save leaves the best unchanged.
     // A failed folder fsync comes after the rename: the new checkpoint is in
     // place, so the state follows it and the error is thrown after the step.
-    if (r.improved && save) {
+    const bool saving = r.improved && save && options_.writer();
+    if (saving) {
       try {
         atomic_write_file(path, save);
       } catch (const FolderSyncError&) {
@@ -875,7 +887,7 @@ inline bool PeriodicEvaluator::evaluate_now(int64_t batch, bool per_batch,
     if (r.improved) best = r.metric;
     r.best = best;
     record(r);
-    log_evaluation(r, per_batch, r.improved && save);
+    log_evaluation(r, per_batch, saving);
     return r;
   };
 
@@ -915,7 +927,7 @@ inline void PeriodicEvaluator::log_evaluation(const EvaluationRecord& r, bool pe
 inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
   const std::string path = history_path();
   if (path.empty()) return;
-  if (history_fd_ < 0) {
+  if (history_fd_ < 0 && options_.writer()) {
     // A fresh run replaces an old history; a loaded one appends (load() has
     // already cut the file back to the saved position).
     const int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (history_resumed_ ? 0 : O_TRUNC);
@@ -945,6 +957,11 @@ inline void PeriodicEvaluator::record(const EvaluationRecord& r) {
             "\",\"metric\":" + detail::json_number(r.metric) +
             ",\"best\":" + detail::json_number(r.best) +
             ",\"improved\":" + (r.improved ? "true" : "false") + "}\n";
+  }
+  if (!options_.writer()) {  // the writing rank's counters, without its file
+    history_bytes_ += static_cast<int64_t>(text.size());
+    ++history_rows_;
+    return;
   }
   try {
     detail::write_all(history_fd_, text, "history '" + path + "'");
@@ -1062,7 +1079,7 @@ inline void PeriodicEvaluator::load(torch::serialize::InputArchive& archive) {
   if (step_evaluated && steps_in_epoch == 0)
     throw fail("step_evaluated", "is 1 at an epoch's start");
 
-  const std::string path = history_path();
+  const std::string path = options_.writer() ? history_path() : std::string();
   if (!path.empty()) {
     std::error_code ec;
     const bool exists = std::filesystem::exists(path, ec);
