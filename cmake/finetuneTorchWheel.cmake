@@ -52,3 +52,27 @@ function(finetune_torch_wheel_link_options out_var)
   endif()
   set(${out_var} "${options}" PARENT_SCOPE)
 endfunction()
+
+# finetune_torch_wheel_nccl_include(<out_var>)
+# Sets <out_var> to the wheel's NCCL include folder (site-packages/nvidia/nccl/
+# include, the nccl.h of the libnccl that the wheel loads) when the LibTorch
+# found is the CUDA wheel, else to "". With it, distributed.hpp is compiled
+# with FINETUNE_WITH_NCCL: c10d's ProcessGroupNCCL for CUDA devices. A
+# CUDA toolkit's own nccl.h may be older than the library the wheel runs.
+function(finetune_torch_wheel_nccl_include out_var)
+  set(prefix "${TORCH_INSTALL_PREFIX}")
+  if(prefix STREQUAL "" AND TARGET torch)
+    get_target_property(library torch IMPORTED_LOCATION)
+    if(library)
+      get_filename_component(prefix "${library}/../.." ABSOLUTE)
+    endif()
+  endif()
+  set(include "")
+  if(NOT prefix STREQUAL "" AND EXISTS "${prefix}/lib/libtorch_cuda.so")
+    get_filename_component(candidate "${prefix}/../nvidia/nccl/include" ABSOLUTE)
+    if(EXISTS "${candidate}/nccl.h")
+      set(include "${candidate}")
+    endif()
+  endif()
+  set(${out_var} "${include}" PARENT_SCOPE)
+endfunction()

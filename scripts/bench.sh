@@ -38,3 +38,5 @@ if [[ " $pairs " == *" torch1 "* ]]; then
   report+=(--cpp-torch1 build/bench/torch1 --pytorch-torch1 build/bench/torch1/pytorch.json)
 fi
 .venv/bin/python bench/report.py "${report[@]}" --out bench/results.json
+# The data-parallel step (2 ranks x 1 thread against 1 process x 2 threads).
+bash scripts/bench_distributed.sh

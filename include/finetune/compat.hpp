@@ -73,5 +73,18 @@ using C10dBackend = c10d::Backend;
 using C10dBackend = c10d::ProcessGroup;
 #endif
 
+/// Releases an NCCL process group's communicators at the end of a run
+/// (PyTorch's destroy_process_group): Backend::shutdown(), in PyTorch 2.4 and
+/// later; 1.13 has no such call (nor, in Debian's CPU build, NCCL). A
+/// template: C10dBackend is complete only where distributed.hpp included it.
+template <typename Backend>
+void shutdown_backend(Backend& backend) {
+#if FINETUNE_TORCH_AT_LEAST(2, 4)
+  backend.shutdown();
+#else
+  (void)backend;
+#endif
+}
+
 }  // namespace compat
 }  // namespace finetune

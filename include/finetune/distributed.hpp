@@ -118,7 +118,8 @@ class Distributed {
   /// Otherwise all of RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT must be set
   /// (LOCAL_RANK defaults to RANK); a missing or malformed one is a
   /// std::invalid_argument naming it. A CPU device joins through Gloo; a CUDA
-  /// device through NCCL on cuda:LOCAL_RANK (needs FINETUNE_WITH_NCCL).
+  /// device through NCCL (needs FINETUNE_WITH_NCCL), on cuda:LOCAL_RANK for
+  /// "cuda" and on the device given for "cuda:N".
   /// Failing to join within options.timeout throws DistributedError.
   static Distributed from_env(torch::Device device, DistributedOptions options = {});
 
@@ -186,6 +187,20 @@ class Distributed {
   std::string backend_name_ = "none";
   int64_t sequence_ = 0;
   int64_t last_reduced_bytes_ = 0;
+  // NCCL only: the last copy of this membership releases the communicators
+  // (PyTorch's destroy_process_group), unless a collective failed.
+  struct Closer {
+    c10::intrusive_ptr<compat::C10dBackend> backend;
+    bool failed = false;
+    ~Closer() {
+      if (failed) return;
+      try {
+        compat::shutdown_backend(*backend);
+      } catch (...) {  // the process ends anyway; nothing to report to
+      }
+    }
+  };
+  std::shared_ptr<Closer> closer_;
 };
 
 // ===========================================================================
@@ -317,14 +332,20 @@ inline Distributed Distributed::from_env(torch::Device device, DistributedOption
 
     if (device.is_cuda()) {
 #ifdef FINETUNE_WITH_NCCL
-      d.device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(d.local_rank_));
+      // "cuda": one device per local rank, as torchrun users expect; an
+      // explicit "cuda:N" is kept (several ranks on one device, if NCCL lets).
+      d.device_ = device.has_index()
+                      ? device
+                      : torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(d.local_rank_));
       d.comm_device_ = d.device_;
-      c10::cuda::set_device(static_cast<c10::DeviceIndex>(d.local_rank_));
+      c10::cuda::set_device(d.device_.index());
       auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
       nccl_options->timeout = options.timeout();
       d.backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(
           d.store_, static_cast<int>(d.rank_), static_cast<int>(d.world_size_), nccl_options);
       d.backend_name_ = "nccl";
+      d.closer_ = std::make_shared<Closer>();
+      d.closer_->backend = d.backend_;
 #else
       throw std::invalid_argument(
           "finetune: a CUDA device under torchrun needs NCCL: compile with FINETUNE_WITH_NCCL "
@@ -374,6 +395,7 @@ inline void Distributed::fail(const std::string& what, const std::string& cause)
   // Every survivor checks in under this collective's number, then waits a
   // little for the others: those that never check in are lost. If the store
   // itself is gone, its host is: rank 0, or torchrun's agent.
+  if (closer_) closer_->failed = true;
   const std::string prefix = "lost/" + std::to_string(sequence_) + "/";
   std::string verdict;
   try {
