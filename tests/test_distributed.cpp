@@ -19,6 +19,7 @@
 #include "catch.hpp"
 #include "child_process.hpp"
 #include "golden.hpp"
+#include "test_config.hpp"
 
 namespace {
 
@@ -230,29 +231,80 @@ TEST_CASE("from_env: one process without torchrun's variables, clear errors with
   CHECK_THROWS_AS(finetune::DistributedOptions().bucket_bytes(0).validate(), std::invalid_argument);
 }
 
-TEST_CASE("2 and 3 ranks train exactly as one process over the same global batches",
-          "[distributed]") {
+// docs/distributed.md's loop (tests/support/distributed_worker.cpp).
+TEST_CASE("2 and 3 ranks train, average and evaluate exactly as one process", "[distributed]") {
   const fs::path dir =
       fs::temp_directory_path() / ("finetune_dist_train_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string single = (dir / "single.pt").string();
-  // Global batches 16, 16, 13 (7 + 6 rows on 2 ranks), 1 (a rank with none).
+  fs::remove_all(dir);
+  const std::string single = (dir / "single").string();
+  fs::create_directories(single);
+  // Global batches 16, 16, 13 (7 + 6 rows on 2 ranks), 16, 16, 1 (a rank
+  // with none), 16, 16; 37 validation rows (19 + 18).
   const auto one = launch(0, {"train", single}, "single");
+  INFO(describe(one));
   REQUIRE(one.ranks[0].status == 0);
-  CHECK(one.ranks[0].log.find("identical 1") != std::string::npos);  // inactive: trivially
+  const auto stopped_line = [](const std::string& log) {
+    const auto at = log.find("stopped ");
+    return at == std::string::npos ? std::string() : log.substr(at, log.find('\n', at) - at);
+  };
+  const std::string single_stop = stopped_line(one.ranks[0].log);
+  REQUIRE(single_stop.rfind("stopped 1 at step", 0) == 0);  // the scenario stops early
+  const auto single_history = read_text(single + "/history.csv");
+  REQUIRE_FALSE(single_history.empty());
   for (int world : {2, 3}) {
-    const std::string out = (dir / ("world" + std::to_string(world) + ".pt")).string();
+    const std::string out = (dir / ("world" + std::to_string(world))).string();
+    fs::create_directories(out);
     const auto run = launch(world, {"train", out}, "train" + std::to_string(world));
     INFO(describe(run));
+    std::string first_stop;
     for (const auto& rank : run.ranks) {
       REQUIRE(rank.status == 0);
-      // Different seeds until the broadcast; the same afterwards, and after
-      // every step.
-      CHECK(rank.log.find("identical 0\nidentical 1\nidentical 1\n") != std::string::npos);
+      // Different seeds until the broadcast; the same weights and SWA
+      // averages on every rank afterwards (bit patterns compared).
+      CHECK(rank.log.find("identical 0\nidentical 1\naverages identical 1\n") != std::string::npos);
+      // The same decisions on every rank, bit for bit.
+      const std::string stop = stopped_line(rank.log);
+      if (first_stop.empty()) first_stop = stop;
+      CHECK(stop == first_stop);
     }
-    const double worst = max_abs_difference(load_parameters(single), load_parameters(out));
-    INFO("world " << world << ": largest difference from one process " << worst);
+    // Only the writing rank wrote, and only what it should.
+    std::vector<std::string> files;
+    for (const auto& e : fs::directory_iterator(out)) files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    CHECK(files == std::vector<std::string>{"averages.pt", "best.pt", "final.pt", "history.csv"});
+    // As one process: the stopping step, the number of evaluations, and the
+    // weights, averages and every evaluation to 1e-6.
+    CHECK(first_stop.substr(0, first_stop.find(", best")) ==
+          single_stop.substr(0, single_stop.find(", best")));
+    const double worst = max_abs_difference(load_parameters(single + "/final.pt"),
+                                            load_parameters(out + "/final.pt"));
+    const double worst_avg = max_abs_difference(load_parameters(single + "/averages.pt"),
+                                                load_parameters(out + "/averages.pt"));
+    INFO("world " << world << ": largest differences from one process " << worst << ", "
+                  << worst_avg);
     CHECK(worst < 1e-6);
+    CHECK(worst_avg < 1e-6);
+    std::istringstream a(single_history), b(read_text(out + "/history.csv"));
+    std::string la, lb;
+    int rows = 0;
+    while (std::getline(a, la)) {
+      REQUIRE(std::getline(b, lb));
+      if (rows++ == 0) {
+        CHECK(la == lb);  // the header
+        continue;
+      }
+      // epoch,batch,step,weights,metric,best,improved
+      auto field = [](const std::string& line, int k) {
+        std::istringstream in(line);
+        std::string f;
+        for (int i = 0; i <= k; ++i) std::getline(in, f, ',');
+        return f;
+      };
+      for (int k : {0, 1, 2, 3, 6}) CHECK(field(la, k) == field(lb, k));
+      CHECK(std::abs(std::stod(field(la, 4)) - std::stod(field(lb, 4))) < 1e-6);
+    }
+    CHECK_FALSE(std::getline(b, lb));
+    CHECK(rows > 3);
   }
   fs::remove_all(dir);
 }
@@ -345,4 +397,28 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master fails within the timeout"
   CHECK_THAT(text, Catch::Matchers::Contains("is MASTER_ADDR:MASTER_PORT reachable"));
   CHECK(took < 2 * 4 + 5);
   fs::remove(log);
+}
+
+TEST_CASE("docs/distributed.md shows the loop that these tests run", "[distributed]") {
+  // The page's C++ block equals the code between the worker's markers
+  // (indentation aside).
+  auto lines_between = [](const std::string& text, const std::string& begin, const std::string& end) {
+    std::vector<std::string> lines;
+    const auto from = text.find(begin);
+    const auto to = text.find(end, from == std::string::npos ? 0 : from);
+    if (from == std::string::npos || to == std::string::npos) return lines;
+    std::istringstream in(text.substr(from + begin.size(), to - from - begin.size()));
+    for (std::string line; std::getline(in, line);) {
+      const auto first = line.find_first_not_of(' ');
+      if (first != std::string::npos) lines.push_back(line.substr(first));
+    }
+    return lines;
+  };
+  const std::string source = std::string(finetune_test::kSourceDir);
+  const auto code = lines_between(read_text(source + "/tests/support/distributed_worker.cpp"),
+                                  "// --- docs/distributed.md: begin ---", "// --- docs/distributed.md: end ---");
+  const auto page = lines_between(read_text(source + "/docs/distributed.md"),
+                                  "<!-- the loop: begin -->\n```cpp", "```\n<!-- the loop: end -->");
+  REQUIRE(code.size() > 20);
+  CHECK(page == code);
 }

@@ -3,14 +3,17 @@
 // WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or as one process without them, as
 // a user's program is started.
 //
-//   distributed_worker train OUT_FILE [BATCHES...]
-//       A small regression model trained with AdamW over global batches of
-//       the given sizes (default 16 16 13 1): every rank takes its
-//       shard_range of each batch, its loss is the sum over its rows divided
-//       by the global batch's rows, gradients are summed over ranks. The
-//       ranks start from different seeds; broadcast_module makes them equal.
-//       Rank 0 (the only rank in one process) saves the parameters to
-//       OUT_FILE; every rank prints "identical <0|1>" before and after.
+//   distributed_worker train OUT_DIR [BATCHES...]
+//       docs/distributed.md's loop: a small regression net trained with
+//       AdamW, SWA and a PeriodicEvaluator (every step, patience 2) over
+//       global batches of the given sizes (default 16 16 13 16 16 1, then 16s
+//       up to 40 batches):
+//       every rank takes its shard_range of each batch and of the validation
+//       rows. The ranks start from different seeds; broadcast_module makes
+//       them equal. Every rank prints whether the replicas and the SWA
+//       averages are identical, and where its evaluator stopped; rank 0 (the
+//       only rank of one process) writes best.pt, history.csv, final.pt and
+//       averages.pt into OUT_DIR.
 //   distributed_worker values
 //       Prints all_reduce_sum, broadcast_value and any results.
 //   distributed_worker grads
@@ -22,9 +25,12 @@
 //       Rank RANK exits with status 9 after the first collective; the others
 //       call barrier(), print the DistributedError and exit with status 3.
 #include <finetune/distributed.hpp>
+#include <finetune/periodic_evaluator.hpp>
+#include <finetune/swa.hpp>
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -41,31 +47,95 @@ finetune::Distributed join() {
                        .bucket_bytes(64));  // several buckets even for a small model
 }
 
-int train(finetune::Distributed& dist, const std::string& out, std::vector<int64_t> batches) {
-  if (batches.empty()) batches = {16, 16, 13, 1};
+// A regression net and the rows it learns: the same on every rank (seeded).
+struct Data {
+  torch::Tensor x, y, val_x, val_y;
+  std::vector<int64_t> batches;  // global batch sizes
+};
+
+Data make_data(std::vector<int64_t> batches) {
+  if (batches.empty()) {
+    batches = {16, 16, 13, 16, 16, 1};
+    batches.resize(40, 16);
+  }
+  int64_t rows = 0;
+  for (auto n : batches) rows += n;
+  auto g = at::detail::createCPUGenerator(7);
+  Data d;
+  d.x = torch::randn({rows, 6}, g);
+  d.y = d.x.sum(1, true).sin() + 0.1 * torch::randn({rows, 1}, g);
+  d.val_x = torch::randn({37, 6}, g);  // 37 rows: uneven shards
+  d.val_y = d.val_x.sum(1, true).sin();
+  d.batches = batches;
+  return d;
+}
+
+int train(finetune::Distributed& dist, const std::string& out_dir, std::vector<int64_t> batches) {
+  const Data data = make_data(std::move(batches));
+  const auto& x = data.x;
+  const auto& y = data.y;
+  const auto& val_x = data.val_x;
+  const auto& val_y = data.val_y;
+  const int64_t steps = static_cast<int64_t>(data.batches.size());
+  std::vector<int64_t> first_row{0};
+  for (auto n : data.batches) first_row.push_back(first_row.back() + n);
+  using finetune::PeriodicEvaluator;
+  using torch::indexing::Slice;
+
   torch::manual_seed(100 + dist.rank());  // different on every rank until the broadcast
   torch::nn::Sequential model(torch::nn::Linear(6, 8), torch::nn::Tanh(), torch::nn::Linear(8, 1));
   std::cout << "identical " << dist.identical(model->parameters()) << std::endl;
-  dist.broadcast_module(*model);
-  std::cout << "identical " << dist.identical(model->parameters()) << std::endl;
-  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-2));
-  auto data = torch::Generator(at::detail::createCPUGenerator(7));  // same rows on every rank
-  for (int64_t n : batches) {
-    const auto x = torch::randn({n, 6}, data);
-    const auto y = torch::randn({n, 1}, data);
+  // --- docs/distributed.md: begin ---
+  dist.broadcast_module(*model);  // rank 0's initial weights (a random head, re-init) everywhere
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(5e-2));
+  finetune::SWAWrapper swa(*model);
+  PeriodicEvaluator evaluator(finetune::PeriodicEvaluatorOptions(out_dir)
+                                  .eval_every(1)
+                                  .eval_every_from_epoch(0)
+                                  .patience(2)
+                                  .writer(dist.is_writer()),  // one rank writes files
+                              *model, PeriodicEvaluator::LogFn());
+  // The whole validation set's RMSE from every rank's shard: sums and counts
+  // are all-reduced; broadcast_value makes it the same bits on every rank, so
+  // every rank's evaluator takes the same decisions.
+  auto rmse = [&] {
+    torch::NoGradGuard no_grad;
+    const auto [begin, end] = finetune::shard_range(val_x.size(0), dist.rank(), dist.world_size());
+    const auto error =
+        model->forward(val_x.index({Slice(begin, end)})) - val_y.index({Slice(begin, end)});
+    const auto sums = dist.all_reduce_sum(
+        std::vector<double>{error.pow(2).sum().item<double>(), static_cast<double>(end - begin)});
+    return dist.broadcast_value(std::sqrt(sums[0] / sums[1]));
+  };
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t n = data.batches[step];  // the global batch: the same rows on every rank
     const auto [begin, end] = finetune::shard_range(n, dist.rank(), dist.world_size());
+    const auto rows = Slice(first_row[step] + begin, first_row[step] + end);
     optimizer.zero_grad();
-    if (end > begin) {
-      const auto rows = torch::indexing::Slice(begin, end);
+    if (end > begin) {  // a rank may have no row of a small last batch
+      // Divided by the global batch's rows: the gradients' sum over ranks is
+      // then the gradient of the whole batch's mean loss.
       const auto loss =
           (model->forward(x.index({rows})) - y.index({rows})).pow(2).sum() / double(n);
       loss.backward();
     }
-    dist.all_reduce_gradients(model->parameters(), 1.0);
+    dist.all_reduce_gradients(model->parameters(), /*divisor=*/1.0);
     optimizer.step();
+    swa.update(*model);  // identical on every rank: same weights, same arithmetic
+    if (evaluator.step(/*epoch=*/0, step, steps, rmse)) break;
   }
+  // --- docs/distributed.md: end ---
+  std::vector<torch::Tensor> averages;
+  for (const auto& [name, tensor] : swa.named_averages()) averages.push_back(tensor);
   std::cout << "identical " << dist.identical(model->parameters()) << std::endl;
-  if (dist.is_writer()) torch::save(model->parameters(), out);
+  std::cout << "averages identical " << dist.identical(averages) << std::endl;
+  std::printf("stopped %d at step %lld after %lld evaluations, best %.17g\n",
+              int(evaluator.should_stop()), static_cast<long long>(evaluator.global_step()),
+              static_cast<long long>(evaluator.num_evaluations()), evaluator.best());
+  if (dist.is_writer()) {
+    torch::save(model->parameters(), out_dir + "/final.pt");
+    torch::save(averages, out_dir + "/averages.pt");
+  }
   return 0;
 }
 
