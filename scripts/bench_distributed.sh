@@ -8,7 +8,7 @@
 #   FINETUNE_BENCH_DIST_SHAPES="demo base" (default both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exe=build/torch2/bench/distributed_step
+exe=${FINETUNE_BENCH_DIST_EXE:-build/torch2/bench/distributed_step}
 [ -x "$exe" ] || { echo "bench_distributed: $exe not built" >&2; exit 1; }
 out=build/bench/distributed
 rm -rf "$out" && mkdir -p "$out"
