@@ -7,9 +7,13 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -64,7 +68,7 @@ void check_state(const std::vector<std::pair<std::string, torch::Tensor>>& actua
   for (const auto& [name, t] : actual) {
     INFO("tensor " << name);
     const auto want = expected.at(name).get<std::vector<double>>();
-    const auto flat = t.to(torch::kDouble).contiguous().reshape({-1});
+    const auto flat = t.to(torch::kCPU, torch::kDouble).contiguous().reshape({-1});
     REQUIRE(static_cast<size_t>(flat.numel()) == want.size());
     const double* got = flat.data_ptr<double>();
     for (size_t i = 0; i < want.size(); ++i) {
@@ -75,6 +79,18 @@ void check_state(const std::vector<std::pair<std::string, torch::Tensor>>& actua
       }
     }
   }
+}
+
+// Feeds the golden states to `swa` through `model`; after each update the
+// averages equal the golden case's (and n_averaged at the end).
+void follow_golden(torch::nn::Module& model, SWAWrapper& swa, const json& steps, const json& c) {
+  for (size_t k = 0; k < steps.size(); ++k) {
+    INFO("after update " << k + 1);
+    load_state(model, steps[k]);
+    swa.update(model);
+    check_state(swa.named_averages(), c.at("after")[k]);
+  }
+  CHECK(swa.n_averaged() == c.at("n_averaged").get<int64_t>());
 }
 
 std::vector<torch::Tensor> snapshot(const torch::nn::Module& m) {
@@ -146,13 +162,7 @@ TEST_CASE("SWAWrapper matches AveragedModel (SWA and EMA, with/without buffers)"
       load_state(*model, g.at("initial"));
       SWAWrapper swa(*model, options_of(c));
       CHECK(swa.n_averaged() == 0);
-      for (size_t k = 0; k < steps.size(); ++k) {
-        INFO("after update " << k + 1);
-        load_state(*model, steps[k]);
-        swa.update(*model);
-        check_state(swa.named_averages(), c.at("after")[k]);
-      }
-      CHECK(swa.n_averaged() == c.at("n_averaged").get<int64_t>());
+      follow_golden(*model, swa, steps, c);
     }
   }
 }
@@ -655,5 +665,444 @@ TEST_CASE("EMA weights: decay 0 follows the model, decay 1 keeps the first state
   for (size_t i = 0; i < params; ++i) {
     CHECK(torch::equal(follow.named_averages()[i].second, now[i]));
     CHECK(torch::equal(keep.named_averages()[i].second, first[i]));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Precision: float32 averages of bfloat16 tensors
+// ---------------------------------------------------------------------------
+
+namespace {
+// The module's floating tensors in bf16 (Module::to(dtype) would convert the
+// integer num_batches_tracked as well, unlike PyTorch's).
+void to_bf16(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : m.parameters()) p.set_data(p.to(torch::kBFloat16));
+  for (auto& b : m.buffers()) {
+    if (b.is_floating_point()) b.set_data(b.to(torch::kBFloat16));
+  }
+}
+}  // namespace
+
+TEST_CASE("SWAWrapper on a bfloat16 model equals a float32 AveragedModel fed the bf16 weights",
+          "[swa][bf16]") {
+  const json base = finetune_test::load_golden_json("swa_average.json");
+  const json g = finetune_test::load_golden_json("swa_bf16.json");
+  const auto& steps = base.at("steps");
+  for (const auto& c : g.at("cases")) {
+    DYNAMIC_SECTION(c.at("mode").get<std::string>() << " decay=" << c.at("decay").dump()
+                                                    << " use_buffers=" << c.at("use_buffers")) {
+      auto model = make_model();
+      to_bf16(*model);
+      load_state(*model, base.at("initial"));
+      SWAWrapper swa(*model, options_of(c));
+      follow_golden(*model, swa, steps, c);
+      // The default: float32 averages of bf16 parameters (and averaged buffers).
+      for (const auto& [name, t] : swa.named_averages()) {
+        INFO(name);
+        const bool running = name.find("running_") != std::string::npos;
+        const bool count = name.find("num_batches") != std::string::npos;
+        const bool averaged = !running && !count;
+        if (averaged) CHECK(t.scalar_type() == torch::kFloat);
+        if (running) {  // copied (bf16) unless averaged
+          CHECK(t.scalar_type() ==
+                (c.at("use_buffers").get<bool>() ? torch::kFloat : torch::kBFloat16));
+        }
+        if (count) CHECK(t.scalar_type() == torch::kLong);
+      }
+      // swap_in gives the module bf16 tensors (the averages cast), and back exactly.
+      const auto training = snapshot(*model);
+      const auto averages = swa.named_averages();
+      {
+        auto guard = swa.swap_in(*model);
+        const auto now = all_tensors(*model);
+        for (size_t i = 0; i < now.size(); ++i) {
+          INFO(now[i].first);
+          CHECK(now[i].second.scalar_type() == training[i].scalar_type());
+          CHECK(torch::equal(now[i].second, averages[i].second.to(training[i].scalar_type())));
+        }
+      }
+      CHECK(identical(*model, training));
+      const auto after = swa.named_averages();
+      for (size_t i = 0; i < after.size(); ++i) {
+        CHECK(torch::equal(after[i].second, averages[i].second));  // float32 bits kept
+      }
+    }
+  }
+}
+
+namespace {
+// A bf16 layer whose weights drift by `delta` per step from where they start;
+// `swa` and the float64 reference average the same bf16 weights, the
+// reference with avg = d * avg + (1 - d) * p (EMA) or avg += (p - avg)/(n+1).
+double drift_error(const SWAOptions& options, int64_t steps) {
+  torch::manual_seed(11);
+  torch::nn::Linear layer(16, 16);
+  to_bf16(*layer);
+  const auto start = layer->weight.detach().to(torch::kDouble).clone();
+  const double delta = 2e-3;
+  SWAWrapper swa(*layer, options);
+  torch::Tensor reference;
+  for (int64_t k = 0; k < steps; ++k) {
+    {
+      torch::NoGradGuard no_grad;
+      layer->weight.copy_(start + delta * static_cast<double>(k));
+    }
+    swa.update(*layer);
+    const auto p = layer->weight.detach().to(torch::kDouble);
+    if (k == 0) {
+      reference = p.clone();
+    } else if (options.ema_decay()) {
+      reference = *options.ema_decay() * reference + (1.0 - *options.ema_decay()) * p;
+    } else {
+      reference = reference + (p - reference) / static_cast<double>(k + 1);
+    }
+  }
+  const auto averaged = swa.named_averages()[0].second.to(torch::kDouble);
+  return (averaged - reference).abs().max().item<double>();
+}
+}  // namespace
+
+TEST_CASE("EMA and SWA of a drifting bf16 model follow the float64 average of its weights",
+          "[swa][bf16]") {
+  // 2000 steps of 2e-3: the weights move by 4, the EMA (0.999) by about 3.
+  // In bf16 an EMA step of 1e-3 * (p - avg) is below the average's last bit.
+  SECTION("EMA 0.999") { CHECK(drift_error(SWAOptions().ema_decay(0.999), 2000) < 1e-3); }
+  SECTION("SWA") { CHECK(drift_error(SWAOptions(), 2000) < 1e-3); }
+}
+
+TEST_CASE("SWAOptions::average_dtype: float64 averages of a float32 model; bad dtypes refused",
+          "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const auto& c = g.at("cases").at(0);  // SWA, no buffers
+  REQUIRE(c.at("decay").is_null());
+  auto model = make_model();
+  load_state(*model, g.at("initial"));
+  SWAWrapper swa(*model, options_of(c).average_dtype(torch::kDouble));
+  for (size_t k = 0; k < g.at("steps").size(); ++k) {
+    load_state(*model, g.at("steps")[k]);
+    swa.update(*model);
+    check_state(swa.named_averages(), c.at("after")[k]);
+  }
+  CHECK(swa.named_averages()[0].second.scalar_type() == torch::kDouble);
+  REQUIRE_THROWS_WITH(SWAWrapper(*model, SWAOptions().average_dtype(torch::kLong)),
+                      HasSubstring("average_dtype must be a floating dtype, got Long"));
+}
+
+// ---------------------------------------------------------------------------
+// Allocation at the first update; save/load before it
+// ---------------------------------------------------------------------------
+
+TEST_CASE("SWAWrapper allocates nothing before the first update; save/load work before it",
+          "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const auto& steps = g.at("steps");
+  const auto& c = g.at("cases").at(2);  // EMA 0.9, no buffers
+  auto model = make_model();
+  load_state(*model, g.at("initial"));
+  SWAWrapper swa(*model, options_of(c));
+  // Placeholders: the averages' names, shapes and dtypes, one element of storage each.
+  const auto placeholders = swa.named_averages();
+  const auto live = all_tensors(*model);
+  REQUIRE(placeholders.size() == live.size());
+  for (size_t i = 0; i < live.size(); ++i) {
+    INFO(live[i].first);
+    CHECK(placeholders[i].first == live[i].first);
+    CHECK(placeholders[i].second.sizes() == live[i].second.sizes());
+    CHECK(placeholders[i].second.scalar_type() == live[i].second.scalar_type());
+    CHECK(placeholders[i].second.storage().nbytes() ==
+          static_cast<size_t>(placeholders[i].second.element_size()));
+  }
+  REQUIRE_THROWS_WITH(swa.swap_in(*model), HasSubstring("nothing averaged yet"));
+  CHECK_FALSE(swa.swapped_in());
+
+  auto save = [](const SWAWrapper& w) {
+    std::stringstream stream;
+    torch::serialize::OutputArchive archive;
+    w.save(archive);
+    archive.save_to(stream);
+    return stream.str();
+  };
+  auto load = [](SWAWrapper& w, const std::string& bytes) {
+    std::stringstream stream(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(stream);
+    w.load(archive);
+  };
+  const std::string before = save(swa);
+  // A state saved before the first update resumes as a fresh averager.
+  auto other = make_model();
+  SWAWrapper resumed(*other, options_of(c));
+  load(resumed, before);
+  CHECK(resumed.n_averaged() == 0);
+  for (size_t k = 0; k < steps.size(); ++k) {
+    load_state(*other, steps[k]);
+    resumed.update(*other);
+    check_state(resumed.named_averages(), c.at("after")[k]);
+  }
+  // Loading it into an averager that has averaged goes back to nothing averaged.
+  load(resumed, before);
+  CHECK(resumed.n_averaged() == 0);
+  CHECK(resumed.named_averages()[0].second.storage().nbytes() ==
+        static_cast<size_t>(resumed.named_averages()[0].second.element_size()));
+  REQUIRE_THROWS_AS(resumed.swap_in(*other), std::invalid_argument);
+  // And a state saved after updates loads into one that has not averaged yet.
+  load_state(*model, steps[0]);
+  swa.update(*model);
+  load_state(*model, steps[1]);
+  swa.update(*model);
+  SWAWrapper late(*other, options_of(c));
+  load(late, save(swa));
+  CHECK(late.n_averaged() == 2);
+  check_state(late.named_averages(), c.at("after")[1]);
+}
+
+// ---------------------------------------------------------------------------
+// Copy-in evaluation (averages of another dtype or device)
+// ---------------------------------------------------------------------------
+
+TEST_CASE("swap_in copies averages of another dtype in; only changed copies are written back",
+          "[swa][bf16]") {
+  auto model = make_model();
+  to_bf16(*model);
+  SWAWrapper swa(*model, SWAOptions().use_buffers(true));
+  {
+    torch::NoGradGuard no_grad;
+    swa.update(*model);
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p));
+    swa.update(*model);  // float32 averages that bf16 cannot hold exactly
+  }
+  std::vector<torch::Tensor> averages;
+  for (const auto& [name, t] : swa.named_averages()) averages.push_back(t.clone());
+  REQUIRE_FALSE(torch::equal(averages[0], averages[0].to(torch::kBFloat16).to(torch::kFloat)));
+  const auto training = snapshot(*model);
+  auto bn = model[2]->as<torch::nn::BatchNorm1d>();
+  const auto* weight_impl = model[0]->as<torch::nn::Linear>()->weight.unsafeGetTensorImpl();
+  {
+    auto guard = swa.swap_in(*model);
+    CHECK(model[0]->as<torch::nn::Linear>()->weight.unsafeGetTensorImpl() == weight_impl);
+    torch::NoGradGuard no_grad;
+    bn->running_mean.fill_(3.0);  // e.g. update_bn's statistics
+  }
+  CHECK(identical(*model, training));
+  const auto after = swa.named_averages();
+  for (size_t i = 0; i < after.size(); ++i) {
+    INFO(after[i].first);
+    if (after[i].first == "2.running_mean") {
+      CHECK(torch::equal(after[i].second, torch::full_like(averages[i], 3.0)));
+    } else {
+      CHECK(torch::equal(after[i].second, averages[i]));  // not rounded through bf16
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The guard and a moved or destroyed wrapper
+// ---------------------------------------------------------------------------
+
+TEST_CASE("SwapGuard survives moving and destroying its SWAWrapper", "[swa]") {
+  auto model = make_model();
+  SWAWrapper swa(*model);
+  swa.update(*model);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(1.0);
+  }
+  swa.update(*model);
+  const auto training = snapshot(*model);
+  std::vector<torch::Tensor> averages;
+  for (const auto& [name, t] : swa.named_averages()) averages.push_back(t.clone());
+
+  SECTION("moved while swapped in") {
+    {
+      auto guard = swa.swap_in(*model);
+      SWAWrapper moved = std::move(swa);
+      CHECK(moved.swapped_in());
+      REQUIRE_THROWS_AS(swa.n_averaged(), std::logic_error);  // NOLINT(bugprone-use-after-move)
+      std::vector<SWAWrapper> many;
+      many.push_back(std::move(moved));
+      for (int i = 0; i < 8; ++i) many.emplace_back(*model);  // reallocations move it again
+      CHECK(identical(*model, averages));
+      guard.restore();
+      CHECK_FALSE(many.front().swapped_in());
+      CHECK(identical(*model, training));
+      const auto now = many.front().named_averages();
+      for (size_t i = 0; i < now.size(); ++i) CHECK(torch::equal(now[i].second, averages[i]));
+    }
+    CHECK(identical(*model, training));
+  }
+  SECTION("destroyed while swapped in") {
+    auto owner = std::make_unique<SWAWrapper>(std::move(swa));
+    std::optional<SWAWrapper::SwapGuard> guard;
+    guard.emplace(owner->swap_in(*model));
+    owner.reset();
+    CHECK(identical(*model, averages));
+    guard.reset();
+    CHECK(identical(*model, training));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// update_bn over any range
+// ---------------------------------------------------------------------------
+
+namespace {
+// A range with non-const begin()/end() only, as LibTorch's DataLoader.
+struct MutableRange {
+  std::vector<torch::Tensor> items;
+  std::vector<torch::Tensor>::iterator begin() { return items.begin(); }
+  std::vector<torch::Tensor>::iterator end() { return items.end(); }
+};
+}  // namespace
+
+TEST_CASE("update_bn takes any range: const, non-const-only, temporaries, a DataLoader", "[swa]") {
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const json& bn_golden = g.at("update_bn");
+  const auto shape = bn_golden.at("batch_shape").get<std::vector<int64_t>>();
+  std::vector<torch::Tensor> batches;
+  for (const auto& b : bn_golden.at("batches")) {
+    batches.push_back(from_json(b, torch::empty(shape)));
+  }
+  // The golden's statistics come from the SWA model; here only the data path
+  // matters, so every variant is compared with the vector overload's result.
+  auto run = [&](const std::function<void(torch::nn::Sequential&)>& call) {
+    auto model = make_model();
+    load_state(*model, g.at("initial"));
+    call(model);
+    auto bn = model[2]->as<torch::nn::BatchNorm1d>();
+    CHECK(bn->num_batches_tracked.item<int64_t>() == static_cast<int64_t>(batches.size()));
+    return std::make_pair(bn->running_mean.clone(), bn->running_var.clone());
+  };
+  const auto want = run([&](torch::nn::Sequential& m) {
+    finetune::update_bn(*m, [&] {
+      for (const auto& x : batches) m->forward(x);
+    });
+  });
+  auto same = [&](const std::pair<torch::Tensor, torch::Tensor>& got) {
+    CHECK(torch::equal(got.first, want.first));
+    CHECK(torch::equal(got.second, want.second));
+  };
+  const std::vector<torch::Tensor>& const_batches = batches;
+  same(run([&](torch::nn::Sequential& m) {
+    finetune::update_bn(*m, const_batches, [&](const torch::Tensor& x) { m->forward(x); });
+  }));
+  MutableRange mutable_range{batches};
+  same(run([&](torch::nn::Sequential& m) {
+    finetune::update_bn(*m, mutable_range, [&](torch::Tensor& x) { m->forward(x); });
+  }));
+  same(run([&](torch::nn::Sequential& m) {
+    finetune::update_bn(*m, std::vector<torch::Tensor>(batches),
+                        [&](const torch::Tensor& x) { m->forward(x); });
+  }));
+  // LibTorch's DataLoader: the rows of the batches in order, batches of their size.
+  auto data = torch::data::datasets::TensorDataset(torch::cat(batches))
+                  .map(torch::data::transforms::Stack<torch::data::TensorExample>());
+  auto loader = torch::data::make_data_loader<torch::data::samplers::SequentialSampler>(
+      std::move(data), torch::data::DataLoaderOptions(shape[0]));
+  same(run([&](torch::nn::Sequential& m) {
+    finetune::update_bn(*m, *loader, [&](auto& batch) { m->forward(batch.data); });
+  }));
+}
+
+// ---------------------------------------------------------------------------
+// CUDA: averages on the device, and offloaded to the host
+// ---------------------------------------------------------------------------
+
+TEST_CASE("SWAWrapper on CUDA matches AveragedModel, on the device and offloaded to the CPU",
+          "[swa][cuda]") {
+  if (!torch::cuda::is_available()) {
+    finetune_test::skip("no CUDA device: SWAWrapper on CUDA parameters not run");
+    return;
+  }
+  const json base = finetune_test::load_golden_json("swa_average.json");
+  const json bf16 = finetune_test::load_golden_json("swa_bf16.json");
+  const auto& steps = base.at("steps");
+  for (const bool half : {false, true}) {
+    const json& g = half ? bf16 : base;
+    for (const auto& c : g.at("cases")) {
+      for (const bool offload : {false, true}) {
+        DYNAMIC_SECTION((half ? "bf16 " : "fp32 ")
+                        << c.at("mode").get<std::string>() << " decay=" << c.at("decay").dump()
+                        << " use_buffers=" << c.at("use_buffers")
+                        << (offload ? " averages on the CPU" : " averages on CUDA")) {
+          auto model = make_model();
+          if (half) to_bf16(*model);
+          model->to(torch::kCUDA);
+          load_state(*model, base.at("initial"));
+          SWAOptions options = options_of(c);
+          if (offload) options.device(torch::kCPU);
+          SWAWrapper swa(*model, options);
+          follow_golden(*model, swa, steps, c);
+          const auto averages = swa.named_averages();
+          for (const auto& [name, t] : averages) CHECK(t.is_cuda() == !offload);
+          // Evaluation: the averages copied (or swapped) in, the training weights back.
+          const auto training = snapshot(*model);
+          {
+            auto guard = swa.swap_in(*model);
+            const auto now = all_tensors(*model);
+            for (size_t i = 0; i < now.size(); ++i) {
+              INFO(now[i].first);
+              CHECK(now[i].second.is_cuda());
+              CHECK(torch::equal(now[i].second.cpu(),
+                                 averages[i].second.to(torch::kCPU, training[i].scalar_type())));
+            }
+          }
+          CHECK(identical(*model, training));
+          // Save and load continue the trajectory.
+          std::stringstream stream;
+          {
+            torch::serialize::OutputArchive archive;
+            swa.save(archive);
+            archive.save_to(stream);
+          }
+          SWAWrapper resumed(*model, options);
+          torch::serialize::InputArchive archive;
+          archive.load_from(stream);
+          resumed.load(archive);
+          check_state(resumed.named_averages(), c.at("after").back());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("SWAWrapper offloaded to the CPU: update_bn inside swap_in on CUDA keeps its statistics",
+          "[swa][cuda]") {
+  if (!torch::cuda::is_available()) {
+    finetune_test::skip("no CUDA device: update_bn with offloaded averages not run");
+    return;
+  }
+  const json g = finetune_test::load_golden_json("swa_average.json");
+  const json& bn_golden = g.at("update_bn");
+  auto model = make_model();
+  model->to(torch::kCUDA);
+  load_state(*model, g.at("initial"));
+  SWAWrapper swa(*model, SWAOptions().device(torch::kCPU));
+  for (const auto& s : g.at("steps")) {
+    load_state(*model, s);
+    swa.update(*model);
+  }
+  std::vector<torch::Tensor> batches;
+  const auto shape = bn_golden.at("batch_shape").get<std::vector<int64_t>>();
+  for (const auto& b : bn_golden.at("batches")) {
+    batches.push_back(from_json(b, torch::empty(shape)).to(torch::kCUDA));
+  }
+  auto bn = model[2]->as<torch::nn::BatchNorm1d>();
+  bn->options.momentum(0.3);
+  model->eval();
+  const auto training = snapshot(*model);
+  {
+    auto guard = swa.swap_in(*model);
+    finetune::update_bn(*model, batches, [&](const torch::Tensor& x) { model->forward(x); });
+    check_state({{"running_mean", bn->running_mean}, {"running_var", bn->running_var}},
+                {{"running_mean", bn_golden.at("running_mean")},
+                 {"running_var", bn_golden.at("running_var")}});
+  }
+  CHECK(identical(*model, training));
+  for (const auto& [name, t] : swa.named_averages()) {
+    if (name == "2.running_mean") {
+      CHECK(t.is_cpu());
+      check_state({{name, t}}, {{name, bn_golden.at("running_mean")}});
+    }
   }
 }

@@ -23,6 +23,9 @@
 #include <finetune/compat.hpp>
 #include <finetune/scheduler.hpp>
 
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -56,92 +59,119 @@ struct SWAOptions {
   /// BatchNorm). true: buffers are averaged like parameters (integer buffers
   /// such as num_batches_tracked with PyTorch's truncating arithmetic).
   TORCH_ARG(bool, use_buffers) = false;
-  /// Where the averages live; nullopt (default): on each tensor's own device.
-  /// swap_in() needs the averages on the module's devices.
+  /// Where the averages live; nullopt (default): on each tensor's device at
+  /// construction. E.g. torch::kCPU for the averages of CUDA parameters: the
+  /// copies to the host then run on a side stream into pinned memory and
+  /// update() does not wait for them (see SWAWrapper); swap_in() copies the
+  /// averages in.
   TORCH_ARG(c10::optional<torch::Device>, device) = c10::nullopt;
+  /// The dtype of the averages of floating tensors (parameters, and buffers
+  /// when use_buffers). nullopt (default): float32 for bfloat16 and float16
+  /// tensors, the tensor's own dtype otherwise; in bfloat16 an EMA step of
+  /// (1 - 0.999) * (p - avg) rounds away once it is below the average's
+  /// last bit. Integer tensors and the buffers that are copied, not
+  /// averaged, keep their own dtype. Must be a floating dtype.
+  TORCH_ARG(c10::optional<torch::Dtype>, average_dtype) = c10::nullopt;
 
  public:
   SWAOptions() = default;
 };
+
+namespace detail {
+struct SWAState;
+}  // namespace detail
 
 /// Running average (SWA) or exponential moving average (EMA) of a module's
 /// parameters and buffers: one averager, two weightings (the weight of the
 /// new value is 1/(n+1) or 1-decay), one fused multi-tensor lerp per
 /// (device, dtype) group, no host-device synchronisation per update.
 ///
-/// Holds one copy of the module's parameters and buffers (taken at
-/// construction, like AveragedModel's deepcopy) and no reference to the
-/// module: every call takes the module again and checks that it has the same
-/// tensors (names, shapes, dtypes) in the same order.
+/// Construction records the module's tensors (names, shapes, dtypes, devices)
+/// and allocates nothing: the averages are allocated at the first update(),
+/// directly where they live (SWAOptions::device) and in their dtype
+/// (SWAOptions::average_dtype: float32 for bf16/fp16 tensors by default). It
+/// keeps no reference to the module: every call takes the module again and
+/// checks that it has the same tensors (names, shapes, dtypes) in the same
+/// order.
+///
+/// Averages on the host of CUDA tensors (SWAOptions::device(torch::kCPU)):
+/// update() orders a copy of the module's tensors into pinned host memory on
+/// a side stream (after the work queued so far on the current stream; later
+/// work on the current stream waits for it on the device, not the host) and
+/// returns; the averaging of those copies on the host happens at the next
+/// call that needs the averages (update, swap_in, named_averages, save,
+/// load), by which time the copies are normally done. Host memory: the
+/// averages and one pinned copy of the tensors in their own dtype.
+///
+/// Move-safe: the state lives behind a shared pointer that a SwapGuard
+/// shares, so moving (or destroying) the wrapper while a guard is alive
+/// leaves the guard working. A moved-from wrapper throws std::logic_error
+/// from every member but the destructor and assignment.
 class SWAWrapper {
  public:
   class SwapGuard;
 
-  /// Copies `module`'s parameters and buffers (shared tensors once).
-  /// Throws std::invalid_argument for an ema_decay outside [0, 1].
+  /// Records `module`'s parameters and buffers (shared tensors once);
+  /// allocates nothing. Throws std::invalid_argument for an ema_decay
+  /// outside [0, 1] or an average_dtype that is not floating.
   explicit SWAWrapper(const torch::nn::Module& module, SWAOptions options = {});
 
   SWAWrapper(const SWAWrapper&) = delete;
   SWAWrapper& operator=(const SWAWrapper&) = delete;
-  SWAWrapper(SWAWrapper&&) = default;
-  SWAWrapper& operator=(SWAWrapper&&) = default;
+  SWAWrapper(SWAWrapper&&) noexcept = default;
+  SWAWrapper& operator=(SWAWrapper&&) noexcept = default;
 
-  /// AveragedModel.update_parameters(module): the first call copies the
-  /// module's tensors, later calls average them in; without use_buffers the
-  /// buffers are copied every time. Call after optimizer.step().
+  /// AveragedModel.update_parameters(module): the first call allocates the
+  /// averages and copies the module's tensors in, later calls average them
+  /// in; without use_buffers the buffers are copied every time. Call after
+  /// optimizer.step().
   void update(const torch::nn::Module& module);
 
-  /// Puts the averaged parameters and buffers into `module` (zero-copy
-  /// storage swap) until the returned guard is destroyed or restore()d, also
-  /// when an exception unwinds. While swapped in, evaluate, save
-  /// (torch::save) or run update_bn; changes made to the module's tensors
-  /// (update_bn's statistics) stay in the averaged copy. Do not step the
-  /// optimizer, update() or destroy this wrapper while a guard is alive.
+  /// Puts the averaged parameters and buffers into `module` until the
+  /// returned guard is destroyed or restore()d, also when an exception
+  /// unwinds: a zero-copy storage swap where an average has the tensor's
+  /// device and dtype, otherwise a copy cast to the tensor's device and dtype
+  /// (the training storage is kept aside, untouched). While swapped in,
+  /// evaluate, save (torch::save) or run update_bn; changes made to the
+  /// module's tensors (update_bn's statistics) stay in the averages (a copied
+  /// one is written back, cast, when its values changed). Do not step the
+  /// optimizer or update() while a guard is alive. Throws
+  /// std::invalid_argument before the first update() (nothing averaged).
   [[nodiscard]] SwapGuard swap_in(torch::nn::Module& module);
 
   /// How many states have been averaged (AveragedModel.n_averaged).
-  int64_t n_averaged() const { return n_averaged_; }
+  int64_t n_averaged() const;
   /// True while a SwapGuard holds the averages in a module.
-  bool swapped_in() const { return swapped_in_; }
-  const SWAOptions& options() const { return options_; }
-  /// The averaged tensors by name (parameters first, then buffers). While
-  /// swapped in, these hold the training weights instead.
+  bool swapped_in() const;
+  const SWAOptions& options() const;
+  /// The averaged tensors by name (parameters first, then buffers), in the
+  /// averages' dtype and device. Before the first update() (nothing
+  /// allocated): zero placeholders of the averages' shapes and dtypes on the
+  /// CPU, one element each (expanded). While swapped in, the tensors swapped
+  /// zero-copy hold the training weights instead.
   std::vector<std::pair<std::string, torch::Tensor>> named_averages() const;
 
-  /// Saves n_averaged, the options and the averages.
+  /// Saves n_averaged, the options and the averages (in their dtype). Before
+  /// the first update(): n_averaged 0 and the placeholders of
+  /// named_averages() (one element each), which load() leaves unallocated.
   void save(torch::serialize::OutputArchive& archive) const;
-  /// Loads what save() wrote into this wrapper's tensors (keeping their
-  /// devices). Throws std::invalid_argument when the options or the tensors
-  /// (names, shapes, dtypes) differ.
+  /// Loads what save() wrote: into the averages where they live (allocated
+  /// there if needed), or, for a state saved before the first update,
+  /// back to nothing allocated. Throws std::invalid_argument (nothing
+  /// changed) when the options or the tensors (names, shapes, dtypes) differ.
   void load(torch::serialize::InputArchive& archive);
 
  private:
-  struct Group {
-    std::vector<size_t> index;
-    bool floating;  // lerp; integer tensors use PyTorch's truncating formula
-  };
-  struct Collected {
-    std::vector<std::string> names;
-    std::vector<torch::Tensor> tensors;
-    size_t num_parameters = 0;
-  };
-  static Collected collect(const torch::nn::Module& module);
-  Collected checked(const torch::nn::Module& module, const char* caller, bool same_device) const;
-
-  SWAOptions options_;
-  std::vector<std::string> names_;
-  std::vector<torch::Tensor> averages_;
-  std::vector<bool> averaged_;  // false: a buffer copied, not averaged
-  std::vector<Group> groups_;
-  int64_t n_averaged_ = 0;
-  bool swapped_in_ = false;
+  detail::SWAState& state() const;
+  std::shared_ptr<detail::SWAState> state_;
 };
 
 /// Restores the training weights into the module when destroyed (RAII).
-/// Move-only; a moved-from guard does nothing.
+/// Move-only; a moved-from guard does nothing. Shares the wrapper's state, so
+/// it outlives a move or the destruction of the wrapper.
 class SWAWrapper::SwapGuard {
  public:
-  SwapGuard(SwapGuard&& other) noexcept;
+  SwapGuard(SwapGuard&& other) noexcept = default;
   SwapGuard& operator=(SwapGuard&&) = delete;
   SwapGuard(const SwapGuard&) = delete;
   SwapGuard& operator=(const SwapGuard&) = delete;
@@ -151,9 +181,9 @@ class SWAWrapper::SwapGuard {
 
  private:
   friend class SWAWrapper;
-  SwapGuard(SWAWrapper* owner, std::vector<torch::Tensor> live)
-      : owner_(owner), live_(std::move(live)) {}
-  SWAWrapper* owner_;
+  SwapGuard(std::shared_ptr<detail::SWAState> state, std::vector<torch::Tensor> live)
+      : state_(std::move(state)), live_(std::move(live)) {}
+  std::shared_ptr<detail::SWAState> state_;
   std::vector<torch::Tensor> live_;  // the module's own tensors
 };
 
@@ -167,9 +197,11 @@ class SWAWrapper::SwapGuard {
 /// no-op, `run_batches` is not called. Typically inside swa.swap_in(module).
 void update_bn(torch::nn::Module& module, const std::function<void()>& run_batches);
 
-/// update_bn over a range: calls forward(batch) for each batch in `batches`.
+/// update_bn over a range: calls forward(batch) for each batch in `batches`,
+/// any range, const or not (a std::vector, a LibTorch DataLoader, whose
+/// begin()/end() are non-const).
 template <typename Batches, typename Forward>
-void update_bn(torch::nn::Module& module, const Batches& batches, Forward&& forward);
+void update_bn(torch::nn::Module& module, Batches&& batches, Forward&& forward);
 
 /// Annealing shape of SWALR. Python: anneal_strategy="cos" | "linear".
 enum class AnnealStrategy { cos, linear };
@@ -310,128 +342,128 @@ inline std::string swa_shape(const torch::Tensor& t) {
   out << t.sizes();
   return out.str();
 }
+inline std::string swa_shape(c10::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << sizes;
+  return out.str();
+}
 inline void swa_check_decay(const c10::optional<double>& decay) {
   if (decay && !(*decay >= 0.0 && *decay <= 1.0)) {
     throw std::invalid_argument("SWAOptions: ema_decay must be in [0, 1], got " +
                                 std::to_string(*decay));
   }
 }
-}  // namespace detail
 
-inline SWAWrapper::Collected SWAWrapper::collect(const torch::nn::Module& module) {
-  Collected out;
-  std::unordered_set<const void*> seen;  // a shared (tied) tensor once
-  auto add = [&](const std::string& name, const torch::Tensor& t) {
-    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second) return false;
-    out.names.push_back(name);
-    out.tensors.push_back(t);
-    return true;
+// What SWAWrapper holds, behind a shared pointer that SwapGuards share.
+struct SWAState {
+  // One tensor of the module, as recorded at construction.
+  struct Slot {
+    std::string name;
+    std::vector<int64_t> sizes;
+    c10::ScalarType dtype;      // the module's
+    c10::ScalarType avg_dtype;  // the average's
+    torch::Device device;       // where the average lives
+    bool averaged;              // false: a buffer copied, not averaged
   };
-  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    if (add(item.key(), item.value())) ++out.num_parameters;
-  }
-  for (const auto& item : module.named_buffers(/*recurse=*/true)) add(item.key(), item.value());
-  return out;
-}
-
-inline SWAWrapper::SWAWrapper(const torch::nn::Module& module, SWAOptions options)
-    : options_(std::move(options)) {
-  detail::swa_check_decay(options_.ema_decay());
-  torch::NoGradGuard no_grad;
-  Collected c = collect(module);
-  names_ = std::move(c.names);
-  averages_.reserve(c.tensors.size());
-  for (size_t i = 0; i < c.tensors.size(); ++i) {
-    torch::Tensor copy = c.tensors[i].detach().clone();
-    if (options_.device()) copy = copy.to(*options_.device());
-    averages_.push_back(copy);
-    averaged_.push_back(i < c.num_parameters || options_.use_buffers());
-  }
-  // Fused kernels need one device and dtype per list: group once, here.
-  for (size_t i = 0; i < averages_.size(); ++i) {
-    if (!averaged_[i]) continue;
-    const auto& t = averages_[i];
-    const bool floating = t.is_floating_point() || t.is_complex();
-    auto same = std::find_if(groups_.begin(), groups_.end(), [&](const Group& g) {
-      const auto& first = averages_[g.index.front()];
-      return first.device() == t.device() && first.scalar_type() == t.scalar_type();
-    });
-    if (same == groups_.end()) {
-      groups_.push_back(Group{{i}, floating});
-    } else {
-      same->index.push_back(i);
-    }
-  }
-}
-
-inline SWAWrapper::Collected SWAWrapper::checked(const torch::nn::Module& module,
-                                                 const char* caller, bool same_device) const {
-  Collected c = collect(module);
-  if (c.tensors.size() != averages_.size()) {
-    throw std::invalid_argument(
-        std::string(caller) + ": the module has " + std::to_string(c.tensors.size()) +
-        " parameters and buffers, the averaged copy has " + std::to_string(averages_.size()));
-  }
-  for (size_t i = 0; i < averages_.size(); ++i) {
-    const auto& a = averages_[i];
-    const auto& t = c.tensors[i];
-    if (c.names[i] != names_[i]) {
-      throw std::invalid_argument(std::string(caller) + ": tensor " + std::to_string(i) + " is '" +
-                                  c.names[i] + "' in the module but '" + names_[i] +
-                                  "' in the averaged copy");
-    }
-    if (t.sizes() != a.sizes() || t.scalar_type() != a.scalar_type()) {
-      throw std::invalid_argument(
-          std::string(caller) + ": '" + names_[i] + "' is " + detail::swa_shape(t) + " " +
-          std::string(c10::toString(t.scalar_type())) + " in the module but " +
-          detail::swa_shape(a) + " " + std::string(c10::toString(a.scalar_type())) +
-          " in the averaged copy");
-    }
-    if (same_device && t.device() != a.device()) {
-      throw std::invalid_argument(std::string(caller) + ": '" + names_[i] + "' is on " +
-                                  t.device().str() + " but its average on " + a.device().str() +
-                                  " (SWAOptions::device)");
-    }
-  }
-  return c;
-}
-
-inline void SWAWrapper::update(const torch::nn::Module& module) {
-  if (swapped_in_) {
-    throw std::invalid_argument(
-        "SWAWrapper::update: the averages are swapped into a module; "
-        "destroy or restore() the SwapGuard first");
-  }
-  Collected c = checked(module, "SWAWrapper::update", /*same_device=*/false);
-  torch::NoGradGuard no_grad;
-  auto source = [&](size_t i) {  // AveragedModel: p_model.to(p_averaged.device)
-    const auto& t = c.tensors[i];
-    return t.device() == averages_[i].device() ? t : t.to(averages_[i].device());
+  // Averages of one device and dtype: one fused kernel each.
+  struct Group {
+    std::vector<size_t> index;
+    bool floating;  // lerp; integer tensors use PyTorch's truncating formula
   };
-  for (size_t i = 0; i < averages_.size(); ++i) {
-    if (n_averaged_ == 0 || !averaged_[i]) averages_[i].copy_(source(i));
+  // Copies ordered on a side stream into pinned host memory, averaged in at
+  // the next flush() with the weight of the update that ordered them.
+  struct Pending {
+    std::vector<size_t> index;
+    int64_t n = 0;  // n_averaged before that update
+    std::vector<c10::Stream> streams;
+  };
+
+  SWAOptions options;
+  std::vector<Slot> slots;
+  std::vector<Group> groups;
+  std::vector<torch::Tensor> averages;  // empty until the first update()
+  std::vector<torch::Tensor> staging;   // pinned host copies (offload), per slot
+  std::vector<std::pair<c10::DeviceIndex, c10::Stream>> side_streams;
+  c10::optional<Pending> pending;
+  int64_t n_averaged = 0;
+  bool swapped_in = false;
+  // While swapped in: per slot, the training storage kept aside for a copied
+  // average (undefined where the swap is zero-copy).
+  std::vector<torch::Tensor> held;
+
+  bool allocated() const { return !averages.empty(); }
+
+  ~SWAState() {
+    try {
+      if (pending) {
+        for (const auto& s : pending->streams) s.synchronize();
+      }
+    } catch (...) {
+      // Nothing to report from a destructor; the pinned memory's allocator
+      // keeps its blocks until the copies that use them are done.
+    }
   }
-  if (n_averaged_ > 0) {
-    const auto n = n_averaged_;
-    const auto& decay = options_.ema_decay();
+
+  void allocate() {
+    if (allocated()) return;
+    averages.reserve(slots.size());
+    for (const auto& s : slots) {
+      averages.push_back(
+          torch::empty(s.sizes, torch::TensorOptions().dtype(s.avg_dtype).device(s.device)));
+    }
+  }
+
+  c10::Stream side_stream(const torch::Device& device) {
+    for (const auto& [index, stream] : side_streams) {
+      if (index == device.index()) return stream;
+    }
+    c10::impl::VirtualGuardImpl impl(device.type());
+    side_streams.emplace_back(device.index(), impl.getStreamFromGlobalPool(device));
+    return side_streams.back().second;
+  }
+
+  // The n_averaged-th update's arithmetic on the slots in `member`, with
+  // source(i) the module's tensor i (any device and dtype: cast here, a
+  // bounded number of bytes of temporaries at a time).
+  template <typename Source>
+  void apply(const std::vector<bool>& member, const Source& source, int64_t n) {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (member[i] && (n == 0 || !slots[i].averaged)) averages[i].copy_(source(i));
+    }
+    if (n == 0) return;
+    const auto& decay = options.ema_decay();
     // The one difference between SWA and EMA: the weight of the new value.
     const double weight = decay ? 1.0 - *decay : 1.0 / static_cast<double>(n + 1);
-    for (const auto& group : groups_) {
+    constexpr int64_t kTemporaryBytes = int64_t{64} << 20;
+    for (const auto& group : groups) {
       if (group.floating) {
         std::vector<torch::Tensor> avg, cur;
-        avg.reserve(group.index.size());
-        cur.reserve(group.index.size());
+        int64_t temporary = 0;
+        auto flush_chunk = [&] {
+          if (!avg.empty()) compat::foreach_lerp_(avg, cur, weight);
+          avg.clear();
+          cur.clear();
+          temporary = 0;
+        };
         for (size_t i : group.index) {
-          avg.push_back(averages_[i]);
-          cur.push_back(source(i));
+          if (!member[i]) continue;
+          torch::Tensor s = source(i);
+          if (s.device() != averages[i].device() || s.scalar_type() != averages[i].scalar_type()) {
+            s = s.to(averages[i].device(), averages[i].scalar_type());
+            temporary += s.numel() * static_cast<int64_t>(s.element_size());
+          }
+          avg.push_back(averages[i]);
+          cur.push_back(std::move(s));
+          if (temporary > kTemporaryBytes) flush_chunk();
         }
-        compat::foreach_lerp_(avg, cur, weight);
+        flush_chunk();
       } else {
         // Integer tensors (num_batches_tracked): PyTorch computes in floating
         // point and copy_ truncates; the same ops give the same numbers.
         for (size_t i : group.index) {
-          auto& a = averages_[i];
-          const auto p = source(i);
+          if (!member[i]) continue;
+          auto& a = averages[i];
+          const auto p = source(i).to(a.device(), a.scalar_type());
           if (decay) {
             a.copy_(a.mul(*decay).add(p.mul(1.0 - *decay)));
           } else {
@@ -441,54 +473,295 @@ inline void SWAWrapper::update(const torch::nn::Module& module) {
       }
     }
   }
-  ++n_averaged_;
+
+  // Averages in the copies the last update() ordered (waiting for them if
+  // they are still running).
+  void flush() {
+    if (!pending) return;
+    Pending p = std::move(*pending);
+    pending.reset();
+    for (const auto& s : p.streams) s.synchronize();
+    std::vector<bool> member(slots.size(), false);
+    for (size_t i : p.index) member[i] = true;
+    torch::NoGradGuard no_grad;
+    apply(
+        member, [&](size_t i) { return staging[i]; }, p.n);
+  }
+
+  void update(const std::vector<torch::Tensor>& tensors) {
+    flush();
+    torch::NoGradGuard no_grad;
+    allocate();
+    const int64_t n = n_averaged;
+    // CUDA tensors with host averages: ordered now, averaged at the next flush.
+    std::vector<bool> now(slots.size(), true);
+    std::vector<size_t> later;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (tensors[i].is_cuda() && averages[i].is_cpu()) {
+        now[i] = false;
+        later.push_back(i);
+      }
+    }
+    apply(
+        now, [&](size_t i) { return tensors[i]; }, n);
+    if (!later.empty()) order_copies(tensors, later, n);
+    ++n_averaged;
+  }
+
+  void order_copies(const std::vector<torch::Tensor>& tensors, const std::vector<size_t>& index,
+                    int64_t n) {
+    if (staging.empty()) staging.resize(slots.size());
+    Pending p;
+    p.index = index;
+    p.n = n;
+    std::vector<torch::Device> devices;
+    for (size_t i : index) {
+      if (std::find(devices.begin(), devices.end(), tensors[i].device()) == devices.end())
+        devices.push_back(tensors[i].device());
+    }
+    for (const auto& device : devices) {
+      c10::impl::VirtualGuardImpl impl(device.type());
+      const c10::Stream current = impl.getStream(device);
+      const c10::Stream side = side_stream(device);
+      c10::Event ready(device.type());
+      ready.record(current);  // the optimizer step's writes are done first
+      ready.block(side);
+      {
+        c10::StreamGuard on_side(side);
+        for (size_t i : index) {
+          const auto& t = tensors[i];
+          if (t.device() != device) continue;
+          if (!staging[i].defined()) {
+            staging[i] = torch::empty(
+                slots[i].sizes, torch::TensorOptions().dtype(t.scalar_type()).pinned_memory(true));
+          }
+          staging[i].copy_(t, /*non_blocking=*/true);
+        }
+      }
+      c10::Event done(device.type());
+      done.record(side);
+      done.block(current);  // the next step's writes wait for the copies, on the device
+      p.streams.push_back(side);
+    }
+    pending = std::move(p);
+  }
+};
+}  // namespace detail
+
+inline detail::SWAState& SWAWrapper::state() const {
+  if (!state_) throw std::logic_error("SWAWrapper: used after being moved from");
+  return *state_;
+}
+
+inline int64_t SWAWrapper::n_averaged() const { return state().n_averaged; }
+inline bool SWAWrapper::swapped_in() const { return state().swapped_in; }
+inline const SWAOptions& SWAWrapper::options() const { return state().options; }
+
+namespace detail {
+// The module's parameters then buffers (a shared, tied tensor once).
+inline std::vector<std::pair<std::string, torch::Tensor>> swa_collect(
+    const torch::nn::Module& module, size_t* num_parameters = nullptr) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  std::unordered_set<const void*> seen;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    if (!t.defined() || !seen.insert(t.unsafeGetTensorImpl()).second) return false;
+    out.emplace_back(name, t);
+    return true;
+  };
+  size_t parameters = 0;
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    if (add(item.key(), item.value())) ++parameters;
+  }
+  for (const auto& item : module.named_buffers(/*recurse=*/true)) add(item.key(), item.value());
+  if (num_parameters) *num_parameters = parameters;
+  return out;
+}
+
+// The module's tensors, checked against the slots recorded at construction.
+inline std::vector<torch::Tensor> swa_checked(const SWAState& state,
+                                              const torch::nn::Module& module, const char* caller) {
+  const auto named = swa_collect(module);
+  const auto& slots = state.slots;
+  if (named.size() != slots.size()) {
+    throw std::invalid_argument(
+        std::string(caller) + ": the module has " + std::to_string(named.size()) +
+        " parameters and buffers, the averaged copy has " + std::to_string(slots.size()));
+  }
+  std::vector<torch::Tensor> out;
+  out.reserve(named.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const auto& [name, t] = named[i];
+    const auto& s = slots[i];
+    if (name != s.name) {
+      throw std::invalid_argument(std::string(caller) + ": tensor " + std::to_string(i) + " is '" +
+                                  name + "' in the module but '" + s.name +
+                                  "' in the averaged copy");
+    }
+    if (t.sizes() != c10::IntArrayRef(s.sizes) || t.scalar_type() != s.dtype) {
+      throw std::invalid_argument(
+          std::string(caller) + ": '" + s.name + "' is " + swa_shape(t) + " " +
+          std::string(c10::toString(t.scalar_type())) + " in the module but " + swa_shape(s.sizes) +
+          " " + std::string(c10::toString(s.dtype)) + " in the module the averager was built for");
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+}  // namespace detail
+
+inline SWAWrapper::SWAWrapper(const torch::nn::Module& module, SWAOptions options)
+    : state_(std::make_shared<detail::SWAState>()) {
+  detail::swa_check_decay(options.ema_decay());
+  if (options.average_dtype() && !c10::isFloatingType(*options.average_dtype())) {
+    throw std::invalid_argument("SWAOptions: average_dtype must be a floating dtype, got " +
+                                std::string(c10::toString(*options.average_dtype())));
+  }
+  auto& s = *state_;
+  s.options = std::move(options);
+  size_t num_parameters = 0;
+  const auto named = detail::swa_collect(module, &num_parameters);
+  for (size_t i = 0; i < named.size(); ++i) {
+    const auto& t = named[i].second;
+    const bool averaged = i < num_parameters || s.options.use_buffers();
+    c10::ScalarType avg_dtype = t.scalar_type();
+    if (averaged && t.is_floating_point()) {
+      if (s.options.average_dtype()) {
+        avg_dtype = *s.options.average_dtype();
+      } else if (avg_dtype == torch::kBFloat16 || avg_dtype == torch::kHalf) {
+        avg_dtype = torch::kFloat;
+      }
+    }
+    s.slots.push_back(detail::SWAState::Slot{named[i].first, t.sizes().vec(), t.scalar_type(),
+                                             avg_dtype, s.options.device().value_or(t.device()),
+                                             averaged});
+  }
+  // Fused kernels need one device and dtype per list: group once, here.
+  for (size_t i = 0; i < s.slots.size(); ++i) {
+    const auto& slot = s.slots[i];
+    if (!slot.averaged) continue;
+    const bool floating = c10::isFloatingType(slot.avg_dtype) || c10::isComplexType(slot.avg_dtype);
+    auto same = std::find_if(s.groups.begin(), s.groups.end(), [&](const auto& g) {
+      const auto& first = s.slots[g.index.front()];
+      return first.device == slot.device && first.avg_dtype == slot.avg_dtype;
+    });
+    if (same == s.groups.end()) {
+      s.groups.push_back(detail::SWAState::Group{{i}, floating});
+    } else {
+      same->index.push_back(i);
+    }
+  }
+}
+
+inline void SWAWrapper::update(const torch::nn::Module& module) {
+  auto& s = state();
+  if (s.swapped_in) {
+    throw std::invalid_argument(
+        "SWAWrapper::update: the averages are swapped into a module; "
+        "destroy or restore() the SwapGuard first");
+  }
+  s.update(detail::swa_checked(s, module, "SWAWrapper::update"));
 }
 
 inline SWAWrapper::SwapGuard SWAWrapper::swap_in(torch::nn::Module& module) {
-  if (swapped_in_) {
+  auto& s = state();
+  if (s.swapped_in) {
     throw std::invalid_argument("SWAWrapper::swap_in: the averages are already swapped in");
   }
-  Collected c = checked(module, "SWAWrapper::swap_in", /*same_device=*/true);
+  std::vector<torch::Tensor> live = detail::swa_checked(s, module, "SWAWrapper::swap_in");
+  if (!s.allocated()) {
+    throw std::invalid_argument(
+        "SWAWrapper::swap_in: nothing averaged yet (n_averaged 0); call update() first");
+  }
+  s.flush();
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < averages_.size(); ++i) {
+  // The copies first (they may throw: out of memory), then the swaps.
+  std::vector<torch::Tensor> in(live.size());
+  for (size_t i = 0; i < live.size(); ++i) {
+    const auto& a = s.averages[i];
+    if (a.device() != live[i].device() || a.scalar_type() != live[i].scalar_type())
+      in[i] = a.to(live[i].device(), live[i].scalar_type(), /*non_blocking=*/false,
+                   /*copy=*/true);
+  }
+  s.held.assign(live.size(), torch::Tensor());
+  for (size_t i = 0; i < live.size(); ++i) {
     // Exchange storages, not values: the module's tensor (same TensorImpl, so
     // optimizer state and member handles stay valid) now uses the average's
-    // storage and we keep an alias of the training storage. variable_data(),
-    // unlike detach(), gives the alias its own version counter, so later
-    // in-place updates of the averages never touch the parameter's.
-    torch::Tensor training = c.tensors[i].variable_data();
-    c.tensors[i].set_data(averages_[i]);
-    averages_[i] = training;
+    // storage (or a copy of it) and we keep an alias of the training storage.
+    // variable_data(), unlike detach(), gives the alias its own version
+    // counter, so later in-place updates of the averages never touch the
+    // parameter's.
+    torch::Tensor training = live[i].variable_data();
+    if (in[i].defined()) {
+      live[i].set_data(in[i]);
+      s.held[i] = training;
+    } else {
+      live[i].set_data(s.averages[i]);
+      s.averages[i] = training;
+    }
   }
-  swapped_in_ = true;
-  return SwapGuard(this, std::move(c.tensors));
-}
-
-inline SWAWrapper::SwapGuard::SwapGuard(SwapGuard&& other) noexcept
-    : owner_(other.owner_), live_(std::move(other.live_)) {
-  other.owner_ = nullptr;
+  s.swapped_in = true;
+  return SwapGuard(state_, std::move(live));
 }
 
 inline void SWAWrapper::SwapGuard::restore() noexcept {
-  if (owner_ == nullptr) return;
+  if (!state_) return;
+  auto& s = *state_;
   try {
     torch::NoGradGuard no_grad;
+    // A copied average whose values changed while swapped in (update_bn's
+    // statistics) is written back; one host-device synchronisation for all.
+    std::vector<size_t> copied;
+    std::vector<torch::Tensor> changed;
     for (size_t i = 0; i < live_.size(); ++i) {
-      torch::Tensor averaged = live_[i].variable_data();
-      live_[i].set_data(owner_->averages_[i]);
-      owner_->averages_[i] = averaged;
+      if (!s.held[i].defined()) continue;
+      const auto& a = s.averages[i];
+      copied.push_back(i);
+      changed.push_back(
+          live_[i].ne(a.to(live_[i].device(), live_[i].scalar_type())).any().to(torch::kCPU));
+    }
+    if (!copied.empty()) {
+      const auto flags = torch::stack(changed);
+      const bool* flag = flags.data_ptr<bool>();
+      for (size_t k = 0; k < copied.size(); ++k) {
+        if (flag[k]) s.averages[copied[k]].copy_(live_[copied[k]]);
+      }
     }
   } catch (...) {
-    // set_data between tensors of one device and dtype does not throw.
+    // Only the write-back of a changed copy can fail (out of memory); the
+    // training weights are put back below all the same.
   }
-  owner_->swapped_in_ = false;
-  owner_ = nullptr;
+  for (size_t i = 0; i < live_.size(); ++i) {
+    try {
+      torch::NoGradGuard no_grad;
+      if (s.held[i].defined()) {
+        live_[i].set_data(s.held[i]);
+      } else {
+        torch::Tensor averaged = live_[i].variable_data();
+        live_[i].set_data(s.averages[i]);
+        s.averages[i] = averaged;
+      }
+    } catch (...) {
+      // set_data between tensors of one device and dtype does not throw.
+    }
+  }
+  s.held.clear();
+  s.swapped_in = false;
+  state_.reset();
   live_.clear();
 }
 
 inline std::vector<std::pair<std::string, torch::Tensor>> SWAWrapper::named_averages() const {
+  auto& s = state();
+  s.flush();
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (size_t i = 0; i < averages_.size(); ++i) out.emplace_back(names_[i], averages_[i]);
+  for (size_t i = 0; i < s.slots.size(); ++i) {
+    const auto& slot = s.slots[i];
+    out.emplace_back(
+        slot.name,
+        s.allocated()
+            ? s.averages[i]
+            : torch::zeros({}, torch::TensorOptions().dtype(slot.avg_dtype)).expand(slot.sizes));
+  }
   return out;
 }
 
@@ -536,44 +809,53 @@ T swa_read_as(torch::serialize::InputArchive& archive, const std::string& key, c
 }  // namespace detail
 
 inline void SWAWrapper::save(torch::serialize::OutputArchive& archive) const {
-  if (swapped_in_) {
+  auto& s = state();
+  if (s.swapped_in) {
     throw std::invalid_argument(
         "SWAWrapper::save: the averages are swapped in; save after "
         "the SwapGuard restored the training weights");
   }
-  archive.write("swa_n_averaged", c10::IValue(n_averaged_));
+  const auto averages = named_averages();  // flushes
+  std::vector<std::string> names;
+  for (const auto& slot : s.slots) names.push_back(slot.name);
+  archive.write("swa_n_averaged", c10::IValue(s.n_averaged));
   // -1: no decay (SWA); a None attribute does not survive every LibTorch.
-  archive.write("swa_ema_decay", c10::IValue(options_.ema_decay().value_or(-1.0)));
-  archive.write("swa_use_buffers", c10::IValue(options_.use_buffers()));
-  archive.write("swa_names", c10::IValue(detail::swa_join(names_)));
-  for (size_t i = 0; i < averages_.size(); ++i) {
-    archive.write("swa_average_" + std::to_string(i), averages_[i], /*is_buffer=*/true);
+  archive.write("swa_ema_decay", c10::IValue(s.options.ema_decay().value_or(-1.0)));
+  archive.write("swa_use_buffers", c10::IValue(s.options.use_buffers()));
+  archive.write("swa_names", c10::IValue(detail::swa_join(names)));
+  for (size_t i = 0; i < averages.size(); ++i) {
+    archive.write("swa_average_" + std::to_string(i), averages[i].second, /*is_buffer=*/true);
   }
 }
 
 inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
   const char* who = "SWAWrapper::load";
-  if (swapped_in_) {
+  auto& s = state();
+  if (s.swapped_in) {
     throw std::invalid_argument(std::string(who) + ": the averages are swapped in");
   }
+  const auto& options = s.options;
   const double decay = detail::swa_read_as<double>(archive, "swa_ema_decay", who);
   const bool use_buffers = detail::swa_read_as<bool>(archive, "swa_use_buffers", who);
-  if (decay != options_.ema_decay().value_or(-1.0) || use_buffers != options_.use_buffers()) {
+  if (decay != options.ema_decay().value_or(-1.0) || use_buffers != options.use_buffers()) {
     throw std::invalid_argument(
         std::string(who) + ": saved with ema_decay=" +
         (decay < 0.0 ? std::string("none (SWA)") : std::to_string(decay)) +
         " use_buffers=" + (use_buffers ? "true" : "false") + ", this wrapper has ema_decay=" +
-        (options_.ema_decay() ? std::to_string(*options_.ema_decay()) : std::string("none (SWA)")) +
-        " use_buffers=" + (options_.use_buffers() ? "true" : "false"));
+        (options.ema_decay() ? std::to_string(*options.ema_decay()) : std::string("none (SWA)")) +
+        " use_buffers=" + (options.use_buffers() ? "true" : "false"));
   }
+  std::vector<std::string> mine;
+  for (const auto& slot : s.slots) mine.push_back(slot.name);
   const std::string names = detail::swa_read_as<std::string>(archive, "swa_names", who);
-  if (names != detail::swa_join(names_)) {
+  if (names != detail::swa_join(mine)) {
     throw std::invalid_argument(std::string(who) +
                                 ": the saved tensors are not this module's; saved names:\n" +
-                                names + "expected:\n" + detail::swa_join(names_));
+                                names + "expected:\n" + detail::swa_join(mine));
   }
-  std::vector<torch::Tensor> loaded(averages_.size());
-  for (size_t i = 0; i < averages_.size(); ++i) {
+  std::vector<torch::Tensor> loaded(s.slots.size());
+  for (size_t i = 0; i < s.slots.size(); ++i) {
+    const auto& slot = s.slots[i];
     const std::string key = "swa_average_" + std::to_string(i);
     const c10::IValue value = detail::swa_read(archive, key, who);
     if (!value.isTensor()) {
@@ -581,20 +863,28 @@ inline void SWAWrapper::load(torch::serialize::InputArchive& archive) {
                                   value.tagKind() + ", expected a tensor");
     }
     loaded[i] = value.toTensor();
-    if (loaded[i].sizes() != averages_[i].sizes() ||
-        loaded[i].scalar_type() != averages_[i].scalar_type()) {
-      throw std::invalid_argument(std::string(who) + ": '" + names_[i] + "' is saved as " +
-                                  detail::swa_shape(loaded[i]) + " but is " +
-                                  detail::swa_shape(averages_[i]) + " here (or dtypes differ)");
+    if (loaded[i].sizes() != c10::IntArrayRef(slot.sizes) ||
+        loaded[i].scalar_type() != slot.avg_dtype) {
+      throw std::invalid_argument(
+          std::string(who) + ": '" + slot.name + "' is saved as " + detail::swa_shape(loaded[i]) +
+          " " + std::string(c10::toString(loaded[i].scalar_type())) + " but its average is " +
+          detail::swa_shape(slot.sizes) + " " + std::string(c10::toString(slot.avg_dtype)) +
+          " here (SWAOptions::average_dtype)");
     }
   }
   const int64_t n = detail::swa_read_as<int64_t>(archive, "swa_n_averaged", who);
   if (n < 0) {
     throw std::invalid_argument(std::string(who) + ": negative n_averaged " + std::to_string(n));
   }
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < averages_.size(); ++i) averages_[i].copy_(loaded[i]);
-  n_averaged_ = n;
+  s.flush();  // copies still on their way belong to the state being replaced
+  if (n == 0) {
+    s.averages.clear();  // saved before the first update: nothing to keep
+  } else {
+    torch::NoGradGuard no_grad;
+    s.allocate();
+    for (size_t i = 0; i < s.averages.size(); ++i) s.averages[i].copy_(loaded[i]);
+  }
+  s.n_averaged = n;
 }
 
 namespace detail {
@@ -694,9 +984,9 @@ inline void update_bn(torch::nn::Module& module, const std::function<void()>& ru
 }
 
 template <typename Batches, typename Forward>
-void update_bn(torch::nn::Module& module, const Batches& batches, Forward&& forward) {
+void update_bn(torch::nn::Module& module, Batches&& batches, Forward&& forward) {
   update_bn(module, std::function<void()>([&] {
-              for (const auto& batch : batches) forward(batch);
+              for (auto&& batch : batches) forward(batch);
             }));
 }
 

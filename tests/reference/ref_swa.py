@@ -8,6 +8,10 @@ Writes into --out DIR:
                     update(), and the averaged states after every update for
                     SWA and EMA, with and without use_buffers; update_bn
                     batches and the BatchNorm statistics it produces.
+  swa_bf16.json     the same states rounded to bfloat16 (as a bf16 model holds
+                    them), fed as float32 to a float32 AveragedModel: SWA and
+                    EMA 0.999, with and without use_buffers; what SWAWrapper's
+                    float32 averages of a bf16 model must equal.
   swa_lr.json       SWALR learning-rate trajectories (cos/linear, several
                     anneal lengths, several param groups) and a warm-up ->
                     SWALR composition as in the article's notebook.
@@ -117,6 +121,39 @@ def averages():
     return {"initial": initial, "steps": steps, "cases": cases, "update_bn": bn}
 
 
+def bf16_averages(golden):
+    """A bfloat16 model's states, averaged by a float32 AveragedModel (the
+    bf16 weights cast to float32, which is exact)."""
+    def rounded(s):
+        # Floating tensors as a bf16 model holds them; integer buffers as they are.
+        out = {}
+        for k, v in s.items():
+            t = torch.tensor(v)
+            out[k] = t.bfloat16().float() if t.is_floating_point() else t
+        return out
+
+    model = make_model()
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+
+    def load(s):
+        model.load_state_dict({k: v.reshape(shapes[k]) for k, v in rounded(s).items()})
+
+    cases = []
+    for mode, decay in (("swa", None), ("ema", 0.999)):
+        for use_buffers in (False, True):
+            load(golden["initial"])
+            kwargs = {} if decay is None else {"multi_avg_fn": get_ema_multi_avg_fn(decay)}
+            averaged = AveragedModel(model, use_buffers=use_buffers, **kwargs)
+            after = []
+            for s in golden["steps"]:
+                load(s)
+                averaged.update_parameters(model)
+                after.append(state(averaged.module))
+            cases.append({"mode": mode, "decay": decay, "use_buffers": use_buffers,
+                          "n_averaged": int(averaged.n_averaged), "after": after})
+    return {"cases": cases}
+
+
 def lr_groups(lrs):
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
     return torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=1.0)
@@ -176,8 +213,12 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
+    golden = averages()
     with open(out / "swa_average.json", "w") as f:
-        json.dump(averages(), f)
+        json.dump(golden, f)
+        f.write("\n")
+    with open(out / "swa_bf16.json", "w") as f:
+        json.dump(bf16_averages(golden), f)
         f.write("\n")
     with open(out / "swa_lr.json", "w") as f:
         json.dump({"swalr": swalr_cases(), "composition": composition()}, f)
