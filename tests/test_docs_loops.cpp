@@ -1,4 +1,4 @@
-// The complete training loops of docs/resuming.md and docs/accumulation.md,
+// The complete training loops of docs/resuming.md, docs/accumulation.md and docs/swa.md,
 // compiled and run on a tiny model. Each page shows the code between this
 // file's "docs/<page>: begin" and "end" markers; the first test case checks
 // that the pages still show exactly that code (indentation aside). Change
@@ -398,7 +398,7 @@ TEST_CASE("docs/resuming.md and docs/accumulation.md show the code these tests r
           "[docs_loops]") {
   const std::string source =
       read_file(std::string(finetune_test::kSourceDir) + "/tests/test_docs_loops.cpp");
-  for (const std::string page : {"resuming", "accumulation"}) {
+  for (const std::string page : {"resuming", "accumulation", "swa"}) {
     INFO("docs/" << page << ".md");
     const auto in_test = code_between(source, "// --- docs/" + page + ".md: begin ---",
                                       "// --- docs/" + page + ".md: end ---");
@@ -522,4 +522,118 @@ TEST_CASE("docs/accumulation.md: a step with a NaN is skipped and moves no count
   CHECK(out.unfrozen == 3);  // epochs still end
   for (const auto& w : out.weights) CHECK(torch::isfinite(w).all().item<bool>());
   for (const auto& a : out.averages) CHECK(torch::isfinite(a).all().item<bool>());
+}
+
+// ---------------------------------------------------------------------------
+// docs/swa.md: the training loop over a LibTorch DataLoader
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// A regression net with a BatchNorm, so that update_bn has statistics to redo.
+struct BnNetImpl : torch::nn::Module {
+  BnNetImpl() {
+    register_module("input", input);
+    register_module("norm", norm);
+    register_module("output", output);
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return output(torch::relu(norm(input(x)))).squeeze(-1);
+  }
+  torch::nn::Linear input{4, 8};
+  torch::nn::BatchNorm1d norm{8};
+  torch::nn::Linear output{8, 1};
+};
+TORCH_MODULE(BnNet);
+
+// Data's rows as a LibTorch dataset of Example<>{x, y}.
+struct Rows : torch::data::datasets::Dataset<Rows> {
+  explicit Rows(const Data& data) : x(data.x), y(data.y) {}
+  torch::data::Example<> get(size_t i) override {
+    const auto row = static_cast<int64_t>(i);
+    return {x[row], y[row]};
+  }
+  torch::optional<size_t> size() const override { return static_cast<size_t>(x.size(0)); }
+  torch::Tensor x, y;
+};
+
+struct SwaDocOutcome {
+  std::vector<torch::Tensor> weights_after, saved_weights, evaluated_weights;
+  int64_t averaged = 0, evaluations = 0, batches_tracked = 0, batches_per_epoch = 0;
+};
+
+// The page's loop, over a LibTorch DataLoader (non-const begin()/end()).
+SwaDocOutcome swa_doc_run(const Data& data, const std::string& swa_path) {
+  torch::manual_seed(4);
+  BnNet model;
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-2));
+  const int64_t batch_size = 8, epochs = 4;
+  auto data_loader =
+      torch::data::make_data_loader(Rows(data).map(torch::data::transforms::Stack<>()),
+                                    torch::data::DataLoaderOptions(batch_size));
+  const int64_t steps_per_epoch = (data.x.size(0) + batch_size - 1) / batch_size;
+  const int64_t total_steps = epochs * steps_per_epoch, warmup_steps = 2;
+  auto loss = [](BnNet& m, const torch::data::Example<>& batch) {
+    return torch::mse_loss(m->forward(batch.data), batch.target);
+  };
+  SwaDocOutcome out;
+  out.batches_per_epoch = steps_per_epoch;
+  auto evaluate = [&](BnNet& m) {
+    torch::NoGradGuard no_grad;
+    ++out.evaluations;
+    out.evaluated_weights = snapshot(m->parameters());
+    return torch::mse_loss(m->forward(data.val_x), data.val_y).item<double>();
+  };
+  auto& loader = *data_loader;
+  // --- docs/swa.md: begin ---
+  const int64_t swa_start = 3 * steps_per_epoch;  // optimizer steps before SWA
+  finetune::SWAScheduler scheduler(               // one Scheduler for the run
+      optimizer,
+      std::make_unique<finetune::WarmupLinearSchedule>(  // lr_schedule.hpp
+          optimizer, finetune::WarmupLinearScheduleOptions(warmup_steps, total_steps)),
+      finetune::SWASchedulerOptions(swa_start, finetune::SWALROptions(2e-3).anneal_epochs(10)));
+  finetune::SWAWrapper swa(*model);  // allocates at its first update
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    for (auto& batch : loader) {  // e.g. a LibTorch DataLoader
+      optimizer.zero_grad();
+      loss(model, batch).backward();
+      optimizer.step();
+      scheduler.step();                               // after each optimizer step taken
+      if (scheduler.averaging()) swa.update(*model);  // the steps after swa_start
+    }
+  }
+  {  // evaluate and save the averaged model: the guard restores the training weights
+    auto guard = swa.swap_in(*model);
+    finetune::update_bn(*model, loader, [&](auto& b) { model->forward(b.data); });
+    model->eval();
+    evaluate(model);
+    torch::save(model, swa_path);  // a plain checkpoint of your model class
+  }
+  // --- docs/swa.md: end ---
+  out.weights_after = snapshot(model->parameters());
+  out.averaged = swa.n_averaged();
+  BnNet saved;
+  torch::load(saved, swa_path);
+  out.saved_weights = snapshot(saved->parameters());
+  out.batches_tracked = saved->norm->num_batches_tracked.item<int64_t>();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("docs/swa.md: the loop averages over a DataLoader, update_bn runs over it too",
+          "[docs_loops][swa]") {
+  const Data data(40);
+  TempDir dir;
+  const SwaDocOutcome out = swa_doc_run(data, dir.path + "/swa.pt");
+  CHECK(out.averaged == out.batches_per_epoch);  // the last epoch's steps
+  CHECK(out.evaluations == 1);
+  // The evaluation and the checkpoint saw the averages; the training weights came back.
+  REQUIRE(out.evaluated_weights.size() == out.saved_weights.size());
+  for (size_t i = 0; i < out.saved_weights.size(); ++i) {
+    CHECK(torch::equal(out.evaluated_weights[i], out.saved_weights[i]));
+  }
+  CHECK_FALSE(close(out.weights_after, out.saved_weights));
+  // update_bn went over the loader once: one count per batch.
+  CHECK(out.batches_tracked == out.batches_per_epoch);
 }
