@@ -1,6 +1,8 @@
 // Figure 1: the machine's memory-bandwidth ceiling for fp32 tensors of 125M
 // elements (roberta-base's size): copy, add and in-place add, through LibTorch
-// and through a plain loop split across the threads.
+// and through a plain loop split across the threads. Figure 8's compute
+// ceiling: fp32 matrix products of 2048² and 4096² (at::mm_out, the BLAS the
+// build uses), whose FLOP/s bound what a training step can reach.
 //
 // Bytes count the memory traffic really caused, so that figures compare: a
 // store to a line not read before costs a read for ownership too (+1), except
@@ -83,6 +85,21 @@ void BM_LoopAdd(benchmark::State& state) {
   set_bytes(state, 4);  // read a, b; read for ownership and write c
 }
 
+// n x n times n x n in fp32: 2 n³ floating-point operations per product.
+void BM_MatmulPeak(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  auto a = torch::rand({n, n});
+  auto b = torch::rand({n, n});
+  auto c = torch::empty({n, n});
+  at::mm_out(c, a, b);  // warm-up: BLAS's buffers and threads
+  for (auto _ : state) {
+    at::mm_out(c, a, b);
+    benchmark::DoNotOptimize(c.data_ptr());
+  }
+  state.counters["flop_per_s"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 BENCHMARK(BM_TorchCopy)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -90,3 +107,4 @@ BENCHMARK(BM_TorchAdd)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TorchAddInplace)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LoopCopy)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_LoopAdd)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MatmulPeak)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();

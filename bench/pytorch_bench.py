@@ -2,7 +2,8 @@
 """The PyTorch column of `make bench`: the same work as the C++ benchmarks,
 timed in Python with the venv's torch at the same thread count.
 
-Writes JSON {"torch_version", "threads", "results": {name: median seconds}}.
+Writes JSON {"torch_version", "threads", "results": {name: median seconds},
+"cv": {name: coefficient of variation over the repetitions, or null}}.
 The names are the ones bench/report.py pairs with the C++ benchmarks.
 """
 import argparse
@@ -29,6 +30,11 @@ from ref_lr_schedule import roberta_base_AdamW_LLRD  # noqa: E402
 N = 125_000_000  # fp32 elements: roberta-base's parameter count
 
 
+# Each figure's coefficient of variation over its repetitions, by the name
+# its median is stored under (the "cv" key of the output).
+SPREAD = {}
+
+
 def median_seconds(fn, repeats=7, warmup=1):
     for _ in range(warmup):
         fn()
@@ -37,7 +43,17 @@ def median_seconds(fn, repeats=7, warmup=1):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    median_seconds.last_cv = statistics.pstdev(times) / statistics.mean(times)
     return statistics.median(times)
+
+
+class Results(dict):
+    """A dict that records, with each median set, the cv of the run that made it."""
+
+    def __setitem__(self, name, value):
+        SPREAD[name] = getattr(median_seconds, "last_cv", None)
+        median_seconds.last_cv = None
+        super().__setitem__(name, value)
 
 
 def bench_bandwidth(results):
@@ -60,7 +76,9 @@ class RobertaRegressor(torch.nn.Module):
 
 
 def per_call_seconds(fn, calls):
-    return min(timeit.repeat(fn, number=calls, repeat=5)) / calls
+    times = timeit.repeat(fn, number=calls, repeat=5)
+    median_seconds.last_cv = statistics.pstdev(times) / statistics.mean(times)
+    return min(times) / calls
 
 
 def bench_techniques(results):
@@ -161,12 +179,12 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = {}
+    results = Results()
     for figure in FIGURES:
         figure(results)
     with open(args.out, "w") as f:
         json.dump({"torch_version": torch.__version__, "threads": args.threads,
-                   "results": results}, f, indent=1)
+                   "results": dict(results), "cv": SPREAD}, f, indent=1)
 
 
 if __name__ == "__main__":

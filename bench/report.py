@@ -6,6 +6,16 @@ benchmark declares it moves) and, for memory-bound figures, the achieved
 fraction of this machine's ceiling (the best copy/add bandwidth of figure 1).
 With --cpp-torch1/--pytorch-torch1 also the Debian pair (LibTorch and PyTorch
 1.13), under the key "torch1" and in a second table.
+
+Noise: every figure's coefficient of variation over its repetitions (C++:
+Google Benchmark's 5 repetitions; PyTorch: pytorch_bench.py's), and a ratio
+whose two sides' spreads (median +- 2 standard deviations) overlap is marked
+"~" (within noise): neither a win nor a loss.
+
+Compute ceiling (figure 8): the best fp32 matrix-product rate of the same run
+(BM_MatmulPeak, 2048² and 4096²), each training step's matrix-product FLOPs
+from the model's shapes (the benchmark's flop_per_step counter), and the
+fraction of the ceiling the step reaches, C++ and PyTorch.
 """
 import argparse
 import glob
@@ -51,19 +61,38 @@ CEILING_ROWS = ("BM_TorchCopy/real_time", "BM_TorchAdd/real_time",
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
+COUNTERS = ("flop_per_s", "flop_per_step")
+
+
 def load_cpp(folder):
-    """{run name: (median seconds, bytes per second or None)}, and the context."""
-    results, context = {}, {}
+    """{run name: (median seconds, bytes per second or None)}, the context, and
+    {run name: {"cv": ..., counter: median value}}."""
+    results, context, extra = {}, {}, {}
+    stats = {}
     for path in sorted(glob.glob(os.path.join(folder, "bench_*.json"))):
         with open(path) as f:
             data = json.load(f)
         context = data.get("context", context)
         for b in data["benchmarks"]:
-            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
-                continue
             name = b.get("run_name", b["name"])
+            kind = b.get("aggregate_name") if b.get("run_type") == "aggregate" else "median"
+            if kind in ("mean", "stddev"):
+                stats.setdefault(name, {})[kind] = b["real_time"] * UNIT[b["time_unit"]]
+            if kind != "median":
+                continue
             results[name] = (b["real_time"] * UNIT[b["time_unit"]], b.get("bytes_per_second"))
-    return results, context
+            extra.setdefault(name, {}).update({c: b[c] for c in COUNTERS if c in b})
+    for name, st in stats.items():
+        if "mean" in st and "stddev" in st and st["mean"] > 0:
+            extra.setdefault(name, {})["cv"] = st["stddev"] / st["mean"]
+    return results, context, extra
+
+
+def overlapping(a, cv_a, b, cv_b):
+    """Whether median +- 2 sd of both sides overlap (None when a spread is unknown)."""
+    if None in (a, cv_a, b, cv_b):
+        return None
+    return a - 2 * cv_a * a <= b + 2 * cv_b * b and b - 2 * cv_b * b <= a + 2 * cv_a * a
 
 
 def throughput(bps):
@@ -83,20 +112,49 @@ def seconds(s):
 
 def pair(cpp_folder, pytorch_json):
     """One C++ / PyTorch pair (same LibTorch version): the rows and the goals' ratios."""
-    cpp, context = load_cpp(cpp_folder)
+    cpp, context, extra = load_cpp(cpp_folder)
     with open(pytorch_json) as f:
         py = json.load(f)
+    py_cv = py.get("cv", {})
 
     ceiling = max((cpp[n][1] for n in CEILING_ROWS if n in cpp and cpp[n][1]), default=None)
     rows = []
     for figure, what, cpp_name, py_name, memory_bound in ROWS:
         c, bps = cpp.get(cpp_name, (None, None))
         p = py["results"].get(py_name) if py_name else None
+        c_cv = extra.get(cpp_name, {}).get("cv")
+        p_cv = py_cv.get(py_name) if py_name else None
         rows.append({
             "figure": figure, "what": what, "cpp_s": c, "pytorch_s": p,
+            "cpp_cv": c_cv, "pytorch_cv": p_cv,
             "cpp_over_pytorch": c / p if (c and p) else None,
+            "ratio_within_noise": overlapping(c, c_cv, p, p_cv) if (c and p) else None,
             "cpp_bytes_per_s": bps,
             "fraction_of_ceiling": bps / ceiling if (memory_bound and bps and ceiling) else None,
+        })
+
+    # Figure 8: the compute ceiling and each training step's share of it.
+    peak = max((v["flop_per_s"] for n, v in extra.items()
+                if n.startswith("BM_MatmulPeak") and "flop_per_s" in v), default=None)
+    compute = []
+    for what, cpp_name, py_name in (
+            ("full step, demo 16x96", "BM_TrainingStepFull/0/real_time", "training_step_full_demo"),
+            ("full step, roberta-base 8x256", "BM_TrainingStepFull/1/real_time",
+             "training_step_full_base"),
+            ("plain step, demo 16x96", "BM_TrainingStepPlain/0/real_time",
+             "training_step_plain_demo"),
+            ("plain step, roberta-base 8x256", "BM_TrainingStepPlain/1/real_time",
+             "training_step_plain_base")):
+        flop = extra.get(cpp_name, {}).get("flop_per_step")
+        c = cpp.get(cpp_name, (None, None))[0]
+        p = py["results"].get(py_name)
+        if not flop:
+            continue
+        compute.append({
+            "what": what, "flop_per_step": flop, "floor_s": flop / peak if peak else None,
+            "cpp_flop_per_s": flop / c if c else None, "pytorch_flop_per_s": flop / p if p else None,
+            "cpp_of_peak": flop / c / peak if (c and peak) else None,
+            "pytorch_of_peak": flop / p / peak if (p and peak) else None,
         })
 
     def ratio(a, b):
@@ -107,6 +165,8 @@ def pair(cpp_folder, pytorch_json):
                     "cpp_context": context},
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
         "ceiling_bytes_per_s": ceiling,
+        "matmul_peak_flop_per_s": peak,
+        "compute": compute,
         # Figure 2's goal is relative to the fused single pass of the same run.
         "swa_update_over_fused_pass": ratio("BM_SWAUpdate/real_time",
                                             "BM_SWAFusedSinglePass/real_time"),
@@ -123,15 +183,37 @@ def pair(cpp_folder, pytorch_json):
 
 
 def print_table(result):
-    print("| fig | what | C++ | PyTorch | C++/PyTorch | C++ throughput | of ceiling |")
+    def cv(x):
+        return f" ±{x:.0%}" if x is not None else ""
+
+    print("| fig | what | C++ (cv) | PyTorch (cv) | C++/PyTorch | C++ throughput | of ceiling |")
     print("|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         if r["cpp_s"] is None and r["pytorch_s"] is None:
             continue
         rel = f"{r['cpp_over_pytorch']:.2f}" if r["cpp_over_pytorch"] else "–"
+        if r["ratio_within_noise"]:
+            rel += " ~"
         frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] else "–"
-        print(f"| {r['figure']} | {r['what']} | {seconds(r['cpp_s'])} | {seconds(r['pytorch_s'])} "
+        print(f"| {r['figure']} | {r['what']} | {seconds(r['cpp_s'])}{cv(r['cpp_cv'])} "
+              f"| {seconds(r['pytorch_s'])}{cv(r['pytorch_cv'])} "
               f"| {rel} | {throughput(r['cpp_bytes_per_s'])} | {frac} |")
+    print("(cv: coefficient of variation over the repetitions; ~: the two sides' "
+          "median ± 2 sd overlap, within noise)")
+    peak = result.get("matmul_peak_flop_per_s")
+    if peak and result.get("compute"):
+        print(f"\nFigure 8, compute ceiling: fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (this run)")
+        print("| step | GFLOP per step | floor at peak | C++ GFLOP/s | of peak | PyTorch GFLOP/s | of peak |")
+        print("|---|---|---|---|---|---|---|")
+        for c in result["compute"]:
+            def g(x):
+                return f"{x / 1e9:.0f}" if x else "–"
+
+            def f(x):
+                return f"{x:.0%}" if x else "–"
+            print(f"| {c['what']} | {c['flop_per_step'] / 1e9:.1f} | {seconds(c['floor_s'])} "
+                  f"| {g(c['cpp_flop_per_s'])} | {f(c['cpp_of_peak'])} "
+                  f"| {g(c['pytorch_flop_per_s'])} | {f(c['pytorch_of_peak'])} |")
     s = result["swa_update_over_fused_pass"]
     if s:
         print(f"\nSWAWrapper::update / fused single pass: {s:.2f}")
