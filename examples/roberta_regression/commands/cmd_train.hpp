@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -124,18 +126,31 @@ inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
 }
 
 /// Runs the folds of one configuration; `line` receives the per-fold summary.
+/// With an active `dist` (torchrun), the other ranks than rank 0 print
+/// nothing (but with --log-all-ranks, their lines prefixed "rank <r>: ").
 inline std::vector<FoldResult> run_folds(const TrainSettings& s, const ModelFiles& files,
                                          const EncodedDataset& data, bool print_evaluations,
-                                         const std::string& label, std::ofstream* lr_log) {
+                                         const std::string& label, std::ofstream* lr_log,
+                                         finetune::Distributed* dist = nullptr) {
+  const bool other_rank = dist != nullptr && dist->active() && !dist->is_writer();
+  const std::string rank_prefix =
+      other_rank ? fmt::format("rank {}: ", dist->rank()) : std::string();
+  const bool silent = other_rank && !s.log_all_ranks;
   ProgressBar bar;
   std::vector<FoldResult> results;
   const auto folds = folds_to_run(s);
   for (int64_t fold : folds) {
-    bar.start(fmt::format("{}fold {}", label, fold));
+    if (!other_rank) bar.start(fmt::format("{}fold {}", label, fold));
     FoldCallbacks callbacks;
     // The evaluator's lines go to the terminal (train) or to the fold's log file (table).
     std::shared_ptr<std::ofstream> eval_log;
-    if (print_evaluations) {
+    if (other_rank) {
+      callbacks.log = [silent, rank_prefix](const std::string& line) {
+        if (silent) return;
+        fmt::print("{}{}\n", rank_prefix, line);
+        std::fflush(stdout);
+      };
+    } else if (print_evaluations) {
       callbacks.log = [&bar](const std::string& line) {
         bar.clear();
         fmt::print("{}\n", line);
@@ -147,18 +162,27 @@ inline std::vector<FoldResult> run_folds(const TrainSettings& s, const ModelFile
       eval_log = std::make_shared<std::ofstream>((dir / "evaluations.log").string());
       callbacks.log = [eval_log](const std::string& line) { *eval_log << line << '\n'; };
     }
-    callbacks.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
-    FoldResult r = train_fold(s, files, data, fold, callbacks);
+    if (!other_rank)
+      callbacks.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
+    FoldResult r = train_fold(s, files, data, fold, callbacks, dist);
     bar.clear();
-    if (lr_log && lr_log->is_open()) {
+    if (lr_log && lr_log->is_open() && !other_rank) {
       write_lr_csv_rows(*lr_log, r, /*with_fold=*/folds.size() > 1);
       lr_log->flush();
     }
-    fmt::print("{}fold {}: best RMSE {:.4f}{}, {} steps, {} evaluations{}, {:.0f} s\n", label, fold,
-               r.best_rmse,
-               r.best_swa_rmse ? fmt::format(" (SWA weights {:.4f})", *r.best_swa_rmse) : "",
-               r.steps, r.evaluations, r.early_stopped ? ", early stop" : "", r.seconds);
-    std::fflush(stdout);
+    if (other_rank && !silent) {  // --log-all-ranks: this rank's decisions, every digit
+      fmt::print("{}{}fold {}: best RMSE {:.17g}, SWA weights {}, {} steps, {} evaluations{}\n",
+                 rank_prefix, label, fold, r.best_rmse,
+                 r.best_swa_rmse ? fmt::format("{:.17g}", *r.best_swa_rmse) : "none", r.steps,
+                 r.evaluations, r.early_stopped ? ", early stop" : "");
+      std::fflush(stdout);
+    } else if (!other_rank) {
+      fmt::print("{}fold {}: best RMSE {:.4f}{}, {} steps, {} evaluations{}, {:.0f} s\n", label,
+                 fold, r.best_rmse,
+                 r.best_swa_rmse ? fmt::format(" (SWA weights {:.4f})", *r.best_swa_rmse) : "",
+                 r.steps, r.evaluations, r.early_stopped ? ", early stop" : "", r.seconds);
+      std::fflush(stdout);
+    }
     results.push_back(std::move(r));
     if (results.back().interrupted) break;
   }
@@ -394,6 +418,13 @@ inline void write_results_json(const std::string& path, const nlohmann::json& su
 
 inline TableResult run_table(const TrainSettings& base, const LadderSettings& ladder) {
   namespace fs = std::filesystem;
+  // The ladder runs single-process (docs/distributed_example.md).
+  for (const char* name : {"RANK", "WORLD_SIZE"})
+    if (std::getenv(name))
+      throw std::invalid_argument(
+          std::string(name) +
+          " is set (launched by torchrun?): table and demo run single-process; "
+          "run `train` under torchrun for data-parallel training");
   const ModelFiles files = load_model_files(base.model_dir, base.max_length);
   const EncodedDataset data = load_dataset(base, *files.tokenizer);
   auto rows = article_ladder(base, ladder);
@@ -447,6 +478,7 @@ inline void add_train_commands(CLI::App& app) {
       std::optional<double> swa_lr;
       std::optional<int64_t> eval_every;
       std::string lr_log, plot_dir, resume_dir;
+      double dist_timeout = 300.0;
     };
     auto a = std::make_shared<Args>();
     a->s.data = std::string(kDataDir) + "/sotu_passages.csv.gz";
@@ -487,6 +519,17 @@ inline void add_train_commands(CLI::App& app) {
                     "write <out>/fold<k>/state.pt every N optimizer steps, at Ctrl-C and at the "
                     "fold's end (0: those two only)")
         ->check(CLI::NonNegativeNumber);
+    cmd->add_option("--dist-timeout", a->dist_timeout,
+                    "under torchrun: seconds a rank waits for the others (joining, each "
+                    "collective) before it fails naming the lost rank")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    cmd->add_flag("--check-replicas", a->s.check_replicas,
+                  "under torchrun: after each averaged step and evaluation, check that the "
+                  "weights and the SWA average are identical on every rank");
+    cmd->add_flag("--log-all-ranks", a->s.log_all_ranks,
+                  "under torchrun: the other ranks print their evaluations and fold summaries "
+                  "too, as 'rank <r>: ...' (rank 0 alone writes files)");
     auto* out_option = cmd->get_option("--out");
     cmd->add_option("--resume", a->resume_dir,
                     "continue the run in DIR from its training states (same flags as that run)")
@@ -508,27 +551,43 @@ inline void add_train_commands(CLI::App& app) {
       s.swa_lr = a->swa_lr;
       s.eval_every = a->eval_every;
       detail::install_interrupt_handler();
+      // torchrun's RANK, WORLD_SIZE, ... : data-parallel; none: single process.
+      auto dist = finetune::Distributed::from_env(
+          device_from_flag(s.device),
+          finetune::DistributedOptions().timeout(std::chrono::milliseconds(
+              static_cast<int64_t>(std::llround(a->dist_timeout * 1000.0)))));
+      const bool writer = dist.is_writer();
       const ModelFiles files = load_model_files(s.model_dir, s.max_length);
       const EncodedDataset data = load_dataset(s, *files.tokenizer);
-      fmt::print(
-          "train: {}\nrates: {} ({} LLRD); warm-up {} steps, re-init {} layers, SWA {}, "
-          "evaluation {}\n",
-          detail::data_summary(s, data, files, s.random_init),
-          describe_rates(s.llrd, s.lr_scale, s.swa_lr), llrd_name(s.llrd), s.warmup_steps,
-          s.reinit_layers,
-          s.swa_lr ? fmt::format("from epoch {}", s.swa_start_epoch) : std::string("off"),
-          s.eval_every ? fmt::format("every {} batches from epoch {}", *s.eval_every,
-                                     s.eval_every_from_epoch)
-                       : std::string("once per epoch"));
+      if (writer)
+        fmt::print(
+            "train: {}\nrates: {} ({} LLRD); warm-up {} steps, re-init {} layers, SWA {}, "
+            "evaluation {}\n",
+            detail::data_summary(s, data, files, s.random_init),
+            describe_rates(s.llrd, s.lr_scale, s.swa_lr), llrd_name(s.llrd), s.warmup_steps,
+            s.reinit_layers,
+            s.swa_lr ? fmt::format("from epoch {}", s.swa_start_epoch) : std::string("off"),
+            s.eval_every ? fmt::format("every {} batches from epoch {}", *s.eval_every,
+                                       s.eval_every_from_epoch)
+                         : std::string("once per epoch"));
+      if (writer && dist.active())
+        fmt::print("data-parallel: {} ranks, global batch {} ({} rows per rank)\n",
+                   dist.world_size(), s.batch_size,
+                   (s.batch_size + dist.world_size() - 1) / dist.world_size());
       std::ofstream lr_log;
-      if (!a->lr_log.empty()) {
+      if (!a->lr_log.empty() && writer) {
         lr_log.open(a->lr_log);
         if (!lr_log) throw std::invalid_argument("--lr-log " + a->lr_log + ": cannot write");
         write_lr_csv_header(lr_log, layer_lr_columns(files.config.num_hidden_layers),
                             /*with_fold=*/detail::folds_to_run(s).size() > 1);
       }
       const auto results = detail::run_folds(s, files, data, /*print_evaluations=*/true, "",
-                                             a->lr_log.empty() ? nullptr : &lr_log);
+                                             a->lr_log.empty() ? nullptr : &lr_log, &dist);
+      if (!writer) {  // rank 0 reports and writes
+        if (!results.empty() && results.back().interrupted)
+          throw Interrupted("interrupted after step " + std::to_string(results.back().steps));
+        return;
+      }
       detail::plot_results(a->plot_dir, "train", results);
       const auto scores = detail::fold_scores(results);
       const auto& best = scores.best;

@@ -10,10 +10,13 @@
 // in a step waits for the device: losses are summed on the device and read
 // when an evaluation happens. A finetune::TrainingState holds everything the
 // run needs to continue after a kill (--save-state-every, --resume).
+// Launched by torchrun (a finetune::Distributed that is active), the loop is
+// data-parallel: see train_fold() and docs/distributed_example.md.
 #pragma once
 
 #include <torch/torch.h>
 
+#include <finetune/distributed.hpp>
 #include <finetune/finetune.hpp>
 #include <nlohmann/json.hpp>
 
@@ -100,6 +103,13 @@ struct TrainSettings {
   /// Use only every N-th row of the CSV (its rows 0, N, 2N, ..., after the
   /// dropped ones): the same data, a smaller run (`make demo` uses 2). 1: all.
   int64_t subsample = 1;
+  /// Data-parallel runs (torchrun): after every averaged step and evaluation,
+  /// check that the SWA average and the weights are identical on every rank
+  /// (a checksum reduction); a difference throws std::runtime_error.
+  bool check_replicas = false;
+  /// Data-parallel runs: the other ranks print their evaluation lines and fold
+  /// summaries too, as "rank <r>: ..." (for tests; rank 0 alone writes files).
+  bool log_all_ranks = false;
 };
 
 /// The article's learning rates for a mode, times `scale`.
@@ -213,8 +223,17 @@ std::string state_path(const TrainSettings& settings, int64_t fold);
 /// Trains fold `fold` (validation = rows of that fold) and returns its result.
 /// Stops early on the evaluator's signal or when interrupt_requested() is set
 /// (after the current step; the best checkpoint on disk stays intact).
+///
+/// With an active `dist` (torchrun), data-parallel: every rank takes its
+/// finetune::shard_range of each global batch of `batch_size` rows (the same
+/// permutation everywhere), gradients are summed over ranks before each
+/// optimizer step so that the step equals the single-process one, the
+/// validation rows are sharded and their squared errors summed, and only the
+/// writing rank (rank 0) writes checkpoints, history, state and trace. Null or
+/// inactive: the single-process loop, unchanged.
 FoldResult train_fold(const TrainSettings& settings, const ModelFiles& files,
-                      const EncodedDataset& data, int64_t fold, const FoldCallbacks& callbacks);
+                      const EncodedDataset& data, int64_t fold, const FoldCallbacks& callbacks,
+                      finetune::Distributed* dist = nullptr);
 
 /// Set by the CLI's SIGINT handler; the loop stops after the current step.
 inline std::atomic<bool>& interrupt_requested() {
@@ -513,6 +532,55 @@ inline double validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
   return std::sqrt(sum.item<double>() / static_cast<double>(n));
 }
 
+/// validation_rmse() over the ranks of an active `dist`: each rank evaluates
+/// its finetune::shard_range of the rows (with `mean_of_batches`: of every
+/// batch of `batch_size` rows, so that the batches are the single process's),
+/// the squared-error sums are summed over ranks, and rank 0's result is
+/// returned on every rank (bit-identical, for the evaluator's decisions).
+inline double sharded_validation_rmse(RobertaRegressor& model, const torch::Tensor& ids,
+                                      const torch::Tensor& mask, const torch::Tensor& target,
+                                      int64_t batch_size, double mean, double scale,
+                                      bool mean_of_batches, finetune::Distributed& dist) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  const int64_t n = ids.size(0);
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  // One squared-error sum per batch (mean_of_batches) or one for the shard.
+  torch::Tensor sums = torch::zeros({mean_of_batches ? batches : 1}, target.options());
+  auto add = [&](int64_t slot, int64_t begin, int64_t end) {
+    if (end <= begin) return;
+    const auto prediction =
+        model->forward(ids.slice(0, begin, end), mask.slice(0, begin, end)).to(target.dtype());
+    sums[slot] += (prediction * scale + mean - target.slice(0, begin, end)).square().sum();
+  };
+  if (mean_of_batches) {
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t start = b * batch_size, rows = std::min(n, start + batch_size) - start;
+      const auto [first, last] = finetune::shard_range(rows, dist.rank(), dist.world_size());
+      add(b, start + first, start + last);
+    }
+  } else {
+    const auto [first, last] = finetune::shard_range(n, dist.rank(), dist.world_size());
+    for (int64_t start = first; start < last; start += batch_size)
+      add(0, start, std::min(last, start + batch_size));
+  }
+  model->train(was_training);
+  const auto total = dist.all_reduce_sum(sums).to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* t = total.data_ptr<double>();
+  double rmse = 0.0;
+  if (mean_of_batches) {
+    for (int64_t b = 0; b < batches; ++b) {
+      const int64_t rows = std::min(n, (b + 1) * batch_size) - b * batch_size;
+      rmse += std::sqrt(t[b] / static_cast<double>(rows));
+    }
+    rmse /= static_cast<double>(batches);
+  } else {
+    rmse = std::sqrt(t[0] / static_cast<double>(n));
+  }
+  return dist.broadcast_value(rmse);
+}
+
 }  // namespace detail
 
 namespace detail {
@@ -662,10 +730,14 @@ inline void load_loop(torch::serialize::InputArchive& a, torch::Tensor& order,
 
 inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
                              const EncodedDataset& data, int64_t fold,
-                             const FoldCallbacks& callbacks) {
+                             const FoldCallbacks& callbacks, finetune::Distributed* dist) {
   namespace fs = std::filesystem;
   const auto started = std::chrono::steady_clock::now();
-  const torch::Device device = device_from_flag(s.device);
+  // Data-parallel (torchrun): `dist` active. Only the writing rank writes files.
+  const bool distributed = dist != nullptr && dist->active();
+  const bool writer = !distributed || dist->is_writer();
+  // Under torchrun with --device cuda: cuda:LOCAL_RANK (NCCL).
+  const torch::Device device = distributed ? dist->device() : device_from_flag(s.device);
   if (s.epochs < 1 || s.batch_size < 1 || s.val_batch_size < 1)
     throw std::invalid_argument("--epochs and --batch-size must be at least 1");
   if (s.grad_accum < 1)
@@ -738,13 +810,16 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
         model->roberta->layers(), {{"pooler", model->roberta->pooler.ptr()}});
   }
   fs::path trace_dir;
-  if (!s.trace_dir.empty()) {
+  if (!s.trace_dir.empty() && writer) {
     trace_dir = fs::path(s.trace_dir) / ("fold" + std::to_string(fold));
     fs::create_directories(trace_dir);
     save_weights(*model, (trace_dir / "initial.safetensors").string());
   }
   model->to(device);
   model->train();
+  // Every rank built the same model from the same seed; rank 0's parameters
+  // and buffers make sure of it (random heads, re-initialized layers).
+  if (distributed) dist->broadcast_module(*model);
 
   std::unique_ptr<finetune::SWAWrapper> swa;
   if (s.swa_lr) swa = std::make_unique<finetune::SWAWrapper>(*model);
@@ -805,10 +880,12 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
 
   // --- evaluation ---------------------------------------------------------------------
   const fs::path dir = fs::path(s.out_dir) / ("fold" + std::to_string(fold));
-  fs::create_directories(dir);
-  files.config.save((dir / "config.json").string());
+  if (writer) {
+    fs::create_directories(dir);
+    files.config.save((dir / "config.json").string());
+  }
   result.checkpoint_dir = dir.string();
-  finetune::PeriodicEvaluator evaluator(
+  auto evaluator_options =
       finetune::PeriodicEvaluatorOptions(dir.string())
           .eval_every(s.eval_every.value_or(1))
           // Without --eval-every: once per epoch, at its end (the notebook's train_fn).
@@ -816,11 +893,19 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
           .patience(s.patience)
           .checkpoint_name("best.safetensors")
           .averaged_checkpoint_name("best_swa.safetensors")
-          .log_prefix("fold " + std::to_string(fold) + ", "),
-      [&model](const std::string& path) { save_weights(*model, path); },
+          .log_prefix("fold " + std::to_string(fold) + ", ");
+  // The other ranks take the same decisions (the metric is rank 0's on every
+  // rank) but write nothing.
+  if (!writer) evaluator_options.writer(false);
+  finetune::PeriodicEvaluator evaluator(
+      evaluator_options, [&model](const std::string& path) { save_weights(*model, path); },
       callbacks.log ? finetune::PeriodicEvaluator::LogFn(callbacks.log)
                     : finetune::PeriodicEvaluator::stdout_logger());
   auto evaluate = [&] {
+    if (distributed)
+      return detail::sharded_validation_rmse(model, val_ids, val_mask, val_target, s.val_batch_size,
+                                             mean, scale,
+                                             /*mean_of_batches=*/s.notebook_exact, *dist);
     return detail::validation_rmse(model, val_ids, val_mask, val_target, s.val_batch_size, mean,
                                    scale, /*mean_of_batches=*/s.notebook_exact);
   };
@@ -884,6 +969,21 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   };
   // --trace: each epoch's order and each batch's loss, read at the end.
   std::vector<torch::Tensor> trace_orders, trace_losses;
+  // Data-parallel: this step's batches' squared-error sums on this rank's rows.
+  std::vector<torch::Tensor> shard_squared;
+  // --check-replicas: the weights (and the SWA average) are the same on every rank.
+  auto check_replicas = [&](const char* where) {
+    if (!distributed || !s.check_replicas) return;
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : model->parameters()) tensors.push_back(p.detach());
+    if (swa)
+      for (const auto& named : swa->named_averages()) tensors.push_back(named.second);
+    if (!dist->identical(tensors))
+      throw std::runtime_error("--check-replicas: the weights" +
+                               std::string(swa ? " or the SWA average" : "") +
+                               " differ between ranks after optimizer step " +
+                               std::to_string(pos.optimizer_step) + " (" + where + ")");
+  };
   bool stop = evaluator.should_stop();
   while (pos.epoch < s.epochs && !stop) {
     if (pos.batch == 0) {
@@ -895,33 +995,77 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       const int64_t i = pos.batch;
       const int64_t first = i / K * K, end = std::min(batches, first + K);  // this step's batches
       const auto rows = order.slice(0, i * s.batch_size, std::min(n_train, (i + 1) * s.batch_size));
-      const auto prediction =
-          model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
-      const auto target = train_target.index_select(0, rows);
-      if (K == 1) {
-        const auto loss = torch::sqrt(torch::mse_loss(prediction, target));
-        loss.backward();
-        loss_sum += loss.detach();
-        if (!trace_dir.empty()) trace_losses.push_back(loss.detach());
-      } else {
-        // The notebook's loss is sqrt(MSE) of the whole step's rows, not a sum
-        // over its batches: accumulate the MSE's gradient, then scale it by
-        // d sqrt(M)/dM = 1 / (2 sqrt(M)) once M is known (below).
+      if (distributed) {
+        // This rank's rows of the global batch. The loss the ranks' gradients
+        // sum to is the single process's: the step's squared errors over its
+        // rows (all ranks) divided by their count, scaled by d sqrt(M)/dM at
+        // the step's end, as with --grad-accum.
         const double step_rows =
             static_cast<double>(std::min(n_train, end * s.batch_size) - first * s.batch_size);
-        const auto squared = (prediction - target).square().sum();
-        (squared / step_rows).backward();
-        step_mse += squared.detach() / step_rows;
-        loss_sum += torch::sqrt(squared.detach() / static_cast<double>(rows.numel()));
-      }
-      state.next_batch();
-      if (pos.batch != end) continue;
-      if (K > 1) {
-        const auto factor = 0.5 / torch::sqrt(step_mse);
-        torch::NoGradGuard no_grad;
-        for (auto& p : model->parameters())
-          if (p.grad().defined()) p.mutable_grad().mul_(factor);
-        step_mse.zero_();
+        const auto [shard_begin, shard_end] =
+            finetune::shard_range(rows.numel(), dist->rank(), dist->world_size());
+        if (shard_end > shard_begin) {
+          const auto mine = rows.slice(0, shard_begin, shard_end);
+          const auto prediction =
+              model->forward(train_ids.index_select(0, mine), train_mask.index_select(0, mine));
+          const auto squared = (prediction - train_target.index_select(0, mine)).square().sum();
+          (squared / step_rows).backward();
+          shard_squared.push_back(squared.detach());
+        } else {  // no rows here (a small last batch): zero gradients, still reduced
+          shard_squared.push_back(torch::zeros({}, train_target.options()));
+        }
+        state.next_batch();
+        if (pos.batch != end) continue;
+        // The step's batches: squared-error sums over all ranks, gradients summed.
+        const auto squared =
+            dist->all_reduce_sum(torch::stack(shard_squared)).to(train_target.dtype());
+        shard_squared.clear();
+        std::vector<torch::Tensor> trainable;
+        for (const auto& p : model->parameters())
+          if (p.requires_grad()) trainable.push_back(p);
+        dist->all_reduce_gradients(trainable, 1.0);
+        const auto factor = 0.5 / torch::sqrt(squared.sum() / step_rows);
+        {
+          torch::NoGradGuard no_grad;
+          for (auto& p : trainable)
+            if (p.grad().defined()) p.mutable_grad().mul_(factor);
+        }
+        for (int64_t b = first; b < end; ++b) {  // each batch's loss: sqrt(its MSE)
+          const auto batch_rows =
+              static_cast<double>(std::min(n_train, (b + 1) * s.batch_size) - b * s.batch_size);
+          const auto loss = torch::sqrt(squared[b - first] / batch_rows);
+          loss_sum += loss;
+          if (!trace_dir.empty()) trace_losses.push_back(loss);
+        }
+      } else {
+        const auto prediction =
+            model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
+        const auto target = train_target.index_select(0, rows);
+        if (K == 1) {
+          const auto loss = torch::sqrt(torch::mse_loss(prediction, target));
+          loss.backward();
+          loss_sum += loss.detach();
+          if (!trace_dir.empty()) trace_losses.push_back(loss.detach());
+        } else {
+          // The notebook's loss is sqrt(MSE) of the whole step's rows, not a sum
+          // over its batches: accumulate the MSE's gradient, then scale it by
+          // d sqrt(M)/dM = 1 / (2 sqrt(M)) once M is known (below).
+          const double step_rows =
+              static_cast<double>(std::min(n_train, end * s.batch_size) - first * s.batch_size);
+          const auto squared = (prediction - target).square().sum();
+          (squared / step_rows).backward();
+          step_mse += squared.detach() / step_rows;
+          loss_sum += torch::sqrt(squared.detach() / static_cast<double>(rows.numel()));
+        }
+        state.next_batch();
+        if (pos.batch != end) continue;
+        if (K > 1) {
+          const auto factor = 0.5 / torch::sqrt(step_mse);
+          torch::NoGradGuard no_grad;
+          for (auto& p : model->parameters())
+            if (p.grad().defined()) p.mutable_grad().mul_(factor);
+          step_mse.zero_();
+        }
       }
       const auto lrs = probe.read(optimizer);  // the rates this step trains with
       if (hf_adamw) hf_adamw->before_step(pos.optimizer_step + 1);
@@ -932,12 +1076,17 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       state.optimizer_step(/*taken=*/true);  // scheduler, SWA average, unfreezing
       const bool swa_step = averaging();
       if (callbacks.after_step) callbacks.after_step(pos.optimizer_step, swa_step, *model);
+      if (swa_step) check_replicas("averaged step");
       stop = swa_step ? evaluator.step(evaluate, evaluate_averaged, save_averaged)
                       : evaluator.step(evaluate);
-      if (evaluator.evaluated_last_step()) curve_point(evaluator.last_evaluation());
-      if (save_every > 0 && pos.optimizer_step % save_every == 0) state.save(state_file);
+      if (evaluator.evaluated_last_step()) {
+        curve_point(evaluator.last_evaluation());
+        check_replicas("evaluation");
+      }
+      if (save_every > 0 && pos.optimizer_step % save_every == 0 && writer) state.save(state_file);
       if (callbacks.progress) callbacks.progress(pos.optimizer_step, steps_per_epoch * s.epochs);
-      if (interrupt_requested().load()) {
+      // Ctrl-C reaches the ranks at different steps: all stop at the first.
+      if (distributed ? dist->any(interrupt_requested().load()) : interrupt_requested().load()) {
         result.interrupted = true;
         stop = true;
       }
@@ -946,10 +1095,13 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
     // The epoch's data ran out: its last evaluation unless its last step had one.
     stop = averaging() ? evaluator.end_epoch(evaluate, evaluate_averaged, save_averaged)
                        : evaluator.end_epoch(evaluate);
-    if (evaluator.evaluated_last_step()) curve_point(evaluator.last_evaluation());
+    if (evaluator.evaluated_last_step()) {
+      curve_point(evaluator.last_evaluation());
+      check_replicas("evaluation");
+    }
     state.end_epoch();
   }
-  if (keep_state) state.save(state_file);  // Ctrl-C or the fold's end: resumable
+  if (keep_state && writer) state.save(state_file);  // Ctrl-C or the fold's end: resumable
   result.early_stopped = evaluator.should_stop();
   result.steps = pos.optimizer_step;
   result.evaluations = evaluator.num_evaluations();
