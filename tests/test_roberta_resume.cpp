@@ -25,6 +25,7 @@
 #include "catch.hpp"
 #include "child_process.hpp"
 #include "roberta_paths.hpp"
+#include "roberta_runs.hpp"
 #include "test_config.hpp"
 #include "test_helpers.hpp"
 
@@ -39,15 +40,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kSteps = 30, kSwaStart = 10, kAnneal = 5;
 
 std::string write_csv(const std::string& path) {
-  std::ofstream out(path);
-  out << "id,url_legal,license,excerpt,target,standard_error\n";
-  for (int i = 0; i < 80; ++i) {
-    const bool high = i % 2 == 0;
-    out << "row" << i << ",,,\"Passage " << i << ", which says " << (high ? "alpha" : "beta")
-        << " and again " << (high ? "alpha" : "beta") << ".\","
-        << (high ? 1.0 : -1.0) + 0.01 * (i % 7) << ",0.5\n";
-  }
-  return path;
+  return finetune_test::write_passages_csv(path, 80);
 }
 
 std::vector<std::string> train_args(const std::string& csv, const std::string& lr_log) {
@@ -103,31 +96,8 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-// The optimizer step a state file was saved at, or -1 without one.
-int64_t saved_step(const std::string& state) {
-  if (!fs::exists(state)) return -1;
-  torch::serialize::InputArchive archive;
-  archive.load_from(state);
-  c10::IValue step;
-  archive.read("position_optimizer_step", step);
-  return step.toInt();
-}
-
-// The tensors of a part of a state file: "t<i>" of a module, or
-// "swa_average_<i>" of an averager.
-std::vector<torch::Tensor> part_tensors(const std::string& state, const std::string& part,
-                                        const std::string& prefix) {
-  torch::serialize::InputArchive archive, sub;
-  archive.load_from(state);
-  archive.read("part_" + part, sub);
-  std::vector<torch::Tensor> out;
-  for (int i = 0;; ++i) {
-    torch::Tensor t;
-    if (!sub.try_read(prefix + std::to_string(i), t)) break;
-    out.push_back(t);
-  }
-  return out;
-}
+using finetune_test::part_tensors;
+using finetune_test::saved_step;
 
 bool left_temporary_file(const std::string& dir) {
   for (const auto& entry : fs::directory_iterator(dir))
