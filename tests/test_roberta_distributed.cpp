@@ -521,3 +521,48 @@ TEST_CASE("torchrun --nproc-per-node 2 trains like 1 process", "[roberta][distri
                                       model_weights(tmp.file("torchrun/fold0/state.pt")));
   CHECK(worst <= 1e-5);
 }
+
+TEST_CASE("2 ranks with --grad-accum, --notebook-exact, or batches of 1 row (rank 1 gets none)",
+          "[roberta][distributed]") {
+  if (!example_built()) finetune_test::skip("the roberta_regression example is not built");
+  TempDir tmp;
+  const std::string csv = write_csv(tmp.file("data.csv"));
+  auto replace = [](std::vector<std::string> args, const std::string& flag,
+                    const std::string& value) {
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+      if (args[i] == flag) args[i + 1] = value;
+    return args;
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> variants = {
+      // 2 batches of 8 per optimizer step: one reduction per step, after the second.
+      {"grad-accum",
+       with(replace(base_args(csv, "4"), "--batch-size", "8"), {"--grad-accum", "2"})},
+      // The notebook's validation RMSE (the mean of per-batch RMSEs, batches of 16
+      // validation rows here, sharded inside each batch) and transformers.AdamW.
+      {"notebook-exact", with(base_args(csv, "4"), {"--notebook-exact", "--val-batch-size", "16"})},
+      // Every global batch is 1 row: rank 1 never has a row and reduces zeros.
+      {"batch-1", replace(base_args(csv, "1"), "--batch-size", "1")}};
+  for (const auto& [name, args] : variants) {
+    INFO(name);
+    const std::string single = tmp.file(name + "_single"), ddp = tmp.file(name + "_ddp");
+    REQUIRE(finish(spawn_single(with(args, {"--out", single}), tmp.file(name + "_single.log")),
+                   std::chrono::seconds(120)) == 0);
+    const auto codes = run_ranks({with(args, {"--out", ddp}), with(args, {"--out", ddp})},
+                                 {tmp.file(name + "_0.log"), tmp.file(name + "_1.log")});
+    INFO("rank 0:\n"
+         << read_file(tmp.file(name + "_0.log")) << "\nrank 1:\n"
+         << read_file(tmp.file(name + "_1.log")));
+    REQUIRE(codes == std::vector<int>{0, 0});
+    const int64_t steps = saved_step(single + "/fold0/state.pt");
+    CHECK(steps > 0);
+    CHECK(saved_step(ddp + "/fold0/state.pt") == steps);
+    const double worst = max_difference(model_weights(single + "/fold0/state.pt"),
+                                        model_weights(ddp + "/fold0/state.pt"));
+    WARN(name << ": largest weight difference after " << steps << " steps: " << worst);
+    CHECK(worst <= 1e-5);
+    const auto h1 = history_numbers(single + "/fold0/history.csv");
+    const auto h2 = history_numbers(ddp + "/fold0/history.csv");
+    REQUIRE(h1.size() == h2.size());
+    for (size_t i = 0; i < h1.size(); ++i) CHECK(std::abs(h1[i][4] - h2[i][4]) <= 1e-5);
+  }
+}
