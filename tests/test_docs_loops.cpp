@@ -1,8 +1,8 @@
-// The complete training loops of docs/resuming.md, docs/accumulation.md and docs/swa.md,
-// compiled and run on a tiny model. Each page shows the code between this
-// file's "docs/<page>: begin" and "end" markers; the first test case checks
-// that the pages still show exactly that code (indentation aside). Change
-// both together.
+// The complete training loops of docs/resuming.md, docs/accumulation.md,
+// docs/mixed_precision.md and docs/swa.md, compiled and run on a tiny model. Each page shows
+// the code between this file's "docs/<page>: begin" and "end" markers; the
+// first test case checks that the pages still show exactly that code
+// (indentation aside). Change both together.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -394,11 +394,11 @@ bool close(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>
 
 }  // namespace
 
-TEST_CASE("docs/resuming.md and docs/accumulation.md show the code these tests run",
+TEST_CASE("docs/resuming.md, accumulation.md and mixed_precision.md show the code these tests run",
           "[docs_loops]") {
   const std::string source =
       read_file(std::string(finetune_test::kSourceDir) + "/tests/test_docs_loops.cpp");
-  for (const std::string page : {"resuming", "accumulation", "swa"}) {
+  for (const std::string page : {"resuming", "accumulation", "mixed_precision", "swa"}) {
     INFO("docs/" << page << ".md");
     const auto in_test = code_between(source, "// --- docs/" + page + ".md: begin ---",
                                       "// --- docs/" + page + ".md: end ---");
@@ -522,6 +522,169 @@ TEST_CASE("docs/accumulation.md: a step with a NaN is skipped and moves no count
   CHECK(out.unfrozen == 3);  // epochs still end
   for (const auto& w : out.weights) CHECK(torch::isfinite(w).all().item<bool>());
   for (const auto& a : out.averages) CHECK(torch::isfinite(a).all().item<bool>());
+}
+
+// ---------------------------------------------------------------------------
+// docs/mixed_precision.md
+// ---------------------------------------------------------------------------
+
+namespace {
+
+struct MixedPrecisionOutcome {
+  finetune::LoopPosition position;
+  int64_t scheduler_steps = 0, evaluator_steps = 0, averaged = 0;
+  double scale = 0.0;
+  std::vector<torch::Tensor> weights, averages;
+};
+
+// The page's loop: autocast in `precision` on `device`, GradScaler, LLRD, a
+// warm-up schedule then SWA, the evaluator; one optimizer step per batch.
+MixedPrecisionOutcome mixed_precision_run(Net& model, Loader& loader, const Data& data,
+                                          torch::Device device, torch::ScalarType precision,
+                                          int64_t epochs, int64_t total_steps,
+                                          const std::string& dir) {
+  const int64_t swa_start = total_steps - 6;
+  auto validate = [&] {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    const double rmse =
+        torch::mse_loss(model->forward(data.val_x.to(device)), data.val_y.to(device))
+            .sqrt()
+            .item<double>();
+    model->train();
+    return rmse;
+  };
+  // --- docs/mixed_precision.md: begin ---
+  // Refuses up front what this LibTorch cannot run (fp16 on a CPU without fp16 kernels).
+  finetune::check_autocast_supported(device.type(), precision);
+  model->to(device);  // the parameters (master weights) stay float32
+  finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(
+      *model, finetune::LayerwiseLROptions(1e-2).decay(0.8));
+  torch::optim::AdamW optimizer(llrd.param_groups(), torch::optim::AdamWOptions(1e-2));
+  llrd.apply_to(optimizer);
+  finetune::SWAScheduler scheduler(
+      optimizer,
+      std::make_unique<finetune::WarmupLinearSchedule>(
+          optimizer, finetune::WarmupLinearScheduleOptions(/*num_warmup_steps=*/2, total_steps)),
+      finetune::SWASchedulerOptions(swa_start, finetune::SWALROptions(2e-3).anneal_epochs(2)));
+  finetune::SWAWrapper swa(*model);
+  finetune::PeriodicEvaluator evaluator(finetune::PeriodicEvaluatorOptions(dir).eval_every(3),
+                                        *model);
+  auto validate_averaged = [&] {
+    auto guard = swa.swap_in(*model);
+    return validate();
+  };
+  auto save_averaged = [&](const std::string& path) {
+    auto guard = swa.swap_in(*model);
+    finetune::PeriodicEvaluator::module_saver (*model)(path);
+  };
+  // float32: the scaler is off (scale() returns the loss, step() always steps).
+  const bool low_precision = precision != torch::kFloat;
+  finetune::GradScaler scaler(finetune::GradScalerOptions().enabled(low_precision));
+  finetune::TrainingState state;
+  state.add("model", *model).add("optimizer", optimizer).add("scheduler", scheduler);
+  state.add("swa", swa, *model, [&] { return scheduler.averaging(); });
+  state.add("evaluator", evaluator).add("scaler", scaler);  // a resumed run keeps its scale
+
+  auto& pos = state.position();
+  for (; pos.epoch < epochs && !evaluator.should_stop(); state.end_epoch()) {
+    loader.reset();
+    while (auto batch = loader.next()) {
+      torch::Tensor loss;
+      {
+        finetune::compat::AutocastGuard autocast(device.type(), precision, low_precision);
+        const torch::Tensor prediction = model->forward(batch->x.to(device));
+        loss = torch::mse_loss(prediction.to(torch::kFloat), batch->y.to(device)).sqrt();
+      }
+      scaler.scale(loss).backward();
+      state.next_batch();
+      scaler.unscale_(optimizer);  // the true gradients, to clip them
+      torch::nn::utils::clip_grad_norm_(model->parameters(), /*max_norm=*/1.0);
+      const bool taken = scaler.step(optimizer);  // an inf or NaN gradient: skipped
+      scaler.update();
+      optimizer.zero_grad();
+      // Skipped: no schedule step, no average, no evaluation.
+      if (!state.optimizer_step(taken)) continue;
+      const bool stop = scheduler.averaging()
+                            ? evaluator.step(validate, validate_averaged, save_averaged)
+                            : evaluator.step(validate);
+      if (stop) break;
+    }
+    if (scheduler.averaging()) {
+      evaluator.end_epoch(validate, validate_averaged, save_averaged);
+    } else {
+      evaluator.end_epoch(validate);
+    }
+  }
+  // --- docs/mixed_precision.md: end ---
+  MixedPrecisionOutcome out;
+  out.position = pos;
+  out.scheduler_steps = scheduler.step_count();
+  out.evaluator_steps = evaluator.global_step();
+  out.averaged = swa.n_averaged();
+  out.scale = scaler.get_scale();
+  out.weights = snapshot(model->parameters());
+  for (const auto& [name, t] : swa.named_averages()) out.averages.push_back(t.clone());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("docs/mixed_precision.md: bf16 autocast on CPU; a skipped step moves nothing else",
+          "[docs_loops][mixed_precision][skipped]") {
+  constexpr int64_t rows = 44, epochs = 3, batch = 4;
+  const int64_t total_steps = epochs * (rows / batch);
+  Data data(rows);
+  data.x[17][2].fill_(std::nan(""));  // one batch per epoch: a NaN loss, skipped
+  TempDir dir;
+  torch::manual_seed(3);
+  Net model(/*dropout=*/0.0);
+  Loader loader(data.x, data.y, batch);
+  const MixedPrecisionOutcome out = mixed_precision_run(
+      model, loader, data, torch::kCPU, torch::kBFloat16, epochs, total_steps, dir.path);
+  CHECK(out.position.skipped_steps == epochs);
+  CHECK(out.position.optimizer_step == total_steps - epochs);
+  // Only steps taken reach the schedule, the averager and the evaluator.
+  CHECK(out.scheduler_steps == out.position.optimizer_step);
+  CHECK(out.evaluator_steps == out.position.optimizer_step);
+  CHECK(out.averaged ==
+        out.position.optimizer_step - (total_steps - 6));  // averaging() > swa_start
+  // Each skip backed the 2^16 scale off once; no growth within 2000 steps.
+  CHECK(out.scale == 65536.0 / 8.0);
+  for (const auto& w : out.weights) CHECK(torch::isfinite(w).all().item<bool>());
+  for (const auto& a : out.averages) CHECK(torch::isfinite(a).all().item<bool>());
+  // The weights are float32 and did train.
+  torch::manual_seed(3);
+  Net untrained(0.0);
+  bool moved = false;
+  for (size_t i = 0; i < out.weights.size(); ++i) {
+    CHECK(out.weights[i].scalar_type() == torch::kFloat);
+    moved = moved || !torch::equal(out.weights[i], untrained->parameters()[i]);
+  }
+  CHECK(moved);
+}
+
+TEST_CASE("docs/mixed_precision.md: fp16 autocast with GradScaler on CUDA",
+          "[docs_loops][mixed_precision][cuda]") {
+  if (!torch::cuda::is_available()) {
+    finetune_test::skip("no CUDA device");
+    return;
+  }
+  constexpr int64_t rows = 44, epochs = 2, batch = 4;
+  const int64_t total_steps = epochs * (rows / batch);
+  Data data(rows);
+  data.x[17][2].fill_(std::nan(""));
+  TempDir dir;
+  torch::manual_seed(3);
+  Net model(/*dropout=*/0.0);
+  Loader loader(data.x, data.y, batch);
+  const MixedPrecisionOutcome out = mixed_precision_run(
+      model, loader, data, torch::kCUDA, torch::kHalf, epochs, total_steps, dir.path);
+  CHECK(out.position.skipped_steps >= epochs);
+  CHECK(out.position.optimizer_step + out.position.skipped_steps == total_steps);
+  CHECK(out.scheduler_steps == out.position.optimizer_step);
+  CHECK(out.evaluator_steps == out.position.optimizer_step);
+  for (const auto& w : out.weights) CHECK(torch::isfinite(w).all().item<bool>());
 }
 
 // ---------------------------------------------------------------------------

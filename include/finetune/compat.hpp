@@ -7,9 +7,12 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 
 /// True when the LibTorch being compiled against is at least major.minor.
@@ -72,6 +75,138 @@ using C10dBackend = c10d::Backend;
 #else
 using C10dBackend = c10d::ProcessGroup;
 #endif
+
+/// Whether ATen has CPU kernels for _amp_foreach_non_finite_check_and_unscale_
+/// and _amp_update_scale_ (PyTorch 2.3, with torch.amp.GradScaler("cpu"));
+/// before, only CUDA ones (Debian's 1.13).
+constexpr bool kHasCpuAmpKernels = FINETUNE_TORCH_AT_LEAST(2, 3);
+
+/// at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale):
+/// found_inf (a float 0-dim tensor on the gradients' device) becomes 1 when a
+/// gradient holds an inf or NaN, and every gradient is multiplied by
+/// inv_scale in place. ATen's kernel where it has one; for CPU tensors on a
+/// LibTorch without CPU kernels, the same arithmetic with tensor operations
+/// (each element times inv_scale in the gradient's dtype, as ATen's CPU kernel
+/// computes for float and double: the same bits). Used by grad_scaler.hpp.
+inline void amp_foreach_non_finite_check_and_unscale_(at::TensorList grads, at::Tensor& found_inf,
+                                                      const at::Tensor& inv_scale) {
+  if (kHasCpuAmpKernels || !found_inf.device().is_cpu()) {
+    at::_amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale);
+    return;
+  }
+  for (const at::Tensor& g : grads) {
+    at::Tensor grad = g;  // TensorList holds const Tensor&; mul_ writes the shared TensorImpl
+    found_inf.masked_fill_(at::logical_not(at::isfinite(grad).all()), 1.0);
+    // ATen's kernel computes in float for reduced types (bf16): so does this.
+    if (grad.scalar_type() == at::kBFloat16 || grad.scalar_type() == at::kHalf) {
+      grad.copy_(grad.to(at::kFloat).mul_(inv_scale));
+    } else {
+      grad.mul_(inv_scale.to(grad.scalar_type()));
+    }
+  }
+}
+
+/// at::_amp_update_scale_(scale, growth_tracker, found_inf, growth_factor,
+/// backoff_factor, growth_interval): scale (float) and growth_tracker (int)
+/// are 0-dim tensors updated in place, as torch.amp.GradScaler.update() does:
+/// found_inf nonzero: scale *= backoff_factor, tracker = 0; otherwise tracker
+/// + 1, and when it reaches growth_interval: scale *= growth_factor (kept
+/// only when finite), tracker = 0. The products are taken in double and
+/// rounded to float, like ATen's kernels. ATen's kernel where it has one; on
+/// CPU without one, the same on the host (the tensors are in host memory).
+inline void amp_update_scale_(at::Tensor& scale, at::Tensor& growth_tracker,
+                              const at::Tensor& found_inf, double growth_factor,
+                              double backoff_factor, int64_t growth_interval) {
+  if (kHasCpuAmpKernels || !scale.device().is_cpu()) {
+    at::_amp_update_scale_(scale, growth_tracker, found_inf, growth_factor, backoff_factor,
+                           growth_interval);
+    return;
+  }
+  float* s = scale.data_ptr<float>();
+  int32_t* tracker = growth_tracker.data_ptr<int32_t>();
+  if (found_inf.item<float>() != 0.0f) {
+    *s = static_cast<float>(static_cast<double>(*s) * backoff_factor);
+    *tracker = 0;
+    return;
+  }
+  const int64_t successful = static_cast<int64_t>(*tracker) + 1;
+  if (successful == growth_interval) {
+    const float grown = static_cast<float>(static_cast<double>(*s) * growth_factor);
+    if (std::isfinite(grown)) *s = grown;
+    *tracker = 0;
+  } else {
+    *tracker = static_cast<int32_t>(successful);
+  }
+}
+
+/// Turns LibTorch's autocast on for `device_type` (kCPU or kCUDA) with
+/// `dtype` while it lives, and puts the previous setting back (and empties
+/// autocast's cast cache when the outermost guard ends), like Python's
+/// `with torch.autocast(device_type, dtype, enabled=enabled):` (`enabled`
+/// false: autocast off inside, e.g. a float32 run of the same loop). The C++
+/// calls were renamed in PyTorch 2.3 (set_autocast_enabled(device, on));
+/// 1.13 has per-device ones. Used by grad_scaler.hpp and your loop.
+/// Throws std::invalid_argument for another device type.
+class AutocastGuard {
+ public:
+  AutocastGuard(c10::DeviceType device_type, at::ScalarType dtype, bool enabled = true)
+      : device_type_(device_type) {
+    if (device_type != c10::DeviceType::CPU && device_type != c10::DeviceType::CUDA) {
+      throw std::invalid_argument(std::string("finetune: autocast on ") +
+                                  c10::DeviceTypeName(device_type) + ": only cpu and cuda");
+    }
+    was_enabled_ = is_enabled(device_type);
+    was_dtype_ = get_dtype(device_type);
+    // Off: the dtype stays as it was (CPU autocast takes only reduced types).
+    // The dtype first: LibTorch 1.13 refuses some (CPU float16) with a
+    // c10::Error, which then leaves autocast as it was.
+    set(device_type, enabled, enabled ? dtype : was_dtype_);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    set(device_type_, was_enabled_, was_dtype_);
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+  static bool is_enabled(c10::DeviceType device_type) {
+#if FINETUNE_TORCH_AT_LEAST(2, 3)
+    return at::autocast::is_autocast_enabled(device_type);
+#else
+    return device_type == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled()
+                                               : at::autocast::is_enabled();
+#endif
+  }
+
+ private:
+  static at::ScalarType get_dtype(c10::DeviceType device_type) {
+#if FINETUNE_TORCH_AT_LEAST(2, 3)
+    return at::autocast::get_autocast_dtype(device_type);
+#else
+    return device_type == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
+                                               : at::autocast::get_autocast_gpu_dtype();
+#endif
+  }
+  static void set(c10::DeviceType device_type, bool enabled, at::ScalarType dtype) {
+#if FINETUNE_TORCH_AT_LEAST(2, 3)
+    at::autocast::set_autocast_dtype(device_type, dtype);
+    at::autocast::set_autocast_enabled(device_type, enabled);
+#else
+    if (device_type == c10::DeviceType::CPU) {
+      at::autocast::set_autocast_cpu_dtype(dtype);
+      at::autocast::set_cpu_enabled(enabled);
+    } else {
+      at::autocast::set_autocast_gpu_dtype(dtype);
+      at::autocast::set_enabled(enabled);
+    }
+#endif
+  }
+
+  c10::DeviceType device_type_;
+  bool was_enabled_ = false;
+  at::ScalarType was_dtype_ = at::kFloat;
+};
 
 /// Releases an NCCL process group's communicators at the end of a run
 /// (PyTorch's destroy_process_group): Backend::shutdown(), in PyTorch 2.4 and

@@ -14,7 +14,7 @@
 //     for (batch from state.position().batch) {
 //       ... loss.backward(); state.next_batch();
 //       if (accumulated) {
-//         const bool taken = finetune::step_if_finite(optimizer);   // or a loss scaler's step
+//         const bool taken = finetune::step_if_finite(optimizer);   // or scaler.step(optimizer)
 //         if (state.optimizer_step(taken) && evaluator.step(rmse)) stop;
 //         optimizer.zero_grad();
 //       }
@@ -56,6 +56,7 @@
 #include <torch/types.h>
 
 #include "finetune/compat.hpp"
+#include "finetune/grad_scaler.hpp"
 #include "finetune/periodic_evaluator.hpp"
 #include "finetune/scheduler.hpp"
 #include "finetune/swa.hpp"
@@ -111,6 +112,10 @@ class TrainingState {
   TrainingState& add(const std::string& name, GradualUnfreezing& unfreezing);
   /// A generator of the user's (e.g. the one that shuffles the data).
   TrainingState& add(const std::string& name, at::Generator generator);
+  /// A loss scaler: its scale and growth tracker (save() right after a
+  /// step, as always: GradScaler refuses to save mid-iteration). Pass its
+  /// step()'s verdict to optimizer_step().
+  TrainingState& add(const std::string& name, GradScaler& scaler);
   /// Anything else: `save` writes into, `load` reads from the part's own
   /// archive. `load` should throw std::invalid_argument and change nothing
   /// on a state it cannot use.
@@ -641,6 +646,15 @@ inline TrainingState& TrainingState::add(const std::string& name, at::Generator 
       [generator, where](torch::serialize::InputArchive& a) mutable {
         detail::restore_generator(generator, detail::state_tensor_at(a, "state", where), where);
       });
+  return *this;
+}
+
+inline TrainingState& TrainingState::add(const std::string& name, GradScaler& scaler) {
+  GradScaler* s = &scaler;
+  // A small part: snapshotted and put back when a later part fails to load.
+  add_part(
+      Kind::custom, name, [s](torch::serialize::OutputArchive& a) { s->save(a); },
+      [s](torch::serialize::InputArchive& a) { s->load(a); });
   return *this;
 }
 
