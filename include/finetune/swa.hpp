@@ -101,7 +101,8 @@ struct SWAState;
 /// returns; the averaging of those copies on the host happens at the next
 /// call that needs the averages (update, swap_in, named_averages, save,
 /// load), by which time the copies are normally done. Host memory: the
-/// averages and one pinned copy of the tensors in their own dtype.
+/// averages and one pinned copy of the tensors in the averages' dtype (the
+/// cast of bf16/fp16 tensors runs on the device, before the copy).
 ///
 /// Move-safe: the state lives behind a shared pointer that a SwapGuard
 /// shares, so moving (or destroying) the wrapper while a guard is alive
@@ -382,7 +383,7 @@ struct SWAState {
   std::vector<Slot> slots;
   std::vector<Group> groups;
   std::vector<torch::Tensor> averages;  // empty until the first update()
-  std::vector<torch::Tensor> staging;   // pinned host copies (offload), per slot
+  std::vector<torch::Tensor> staging;   // pinned host copies (offload), in avg_dtype
   std::vector<std::pair<c10::DeviceIndex, c10::Stream>> side_streams;
   c10::optional<Pending> pending;
   int64_t n_averaged = 0;
@@ -531,9 +532,12 @@ struct SWAState {
         for (size_t i : index) {
           const auto& t = tensors[i];
           if (t.device() != device) continue;
+          // In the average's dtype: the cast runs on the device (a temporary
+          // of one tensor on the side stream), the host only averages.
           if (!staging[i].defined()) {
-            staging[i] = torch::empty(
-                slots[i].sizes, torch::TensorOptions().dtype(t.scalar_type()).pinned_memory(true));
+            staging[i] =
+                torch::empty(slots[i].sizes,
+                             torch::TensorOptions().dtype(slots[i].avg_dtype).pinned_memory(true));
           }
           staging[i].copy_(t, /*non_blocking=*/true);
         }
