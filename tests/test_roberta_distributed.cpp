@@ -495,6 +495,25 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master: a clear error within the
   }
 }
 
+TEST_CASE("table refuses to run under torchrun", "[roberta][distributed]") {
+  if (!example_built()) {
+    finetune_test::skip("the roberta_regression example is not built");
+    return;
+  }
+  TempDir tmp;
+  const std::string csv = write_csv(tmp.file("data.csv"));
+  const pid_t pid = spawn_rank(0, 1, free_port(),
+                               {"--threads", "1", "table", "--data", csv, "--folds", "2",
+                                "--epochs", "1", "--out", tmp.file("table")},
+                               tmp.file("table.log"));
+  const int code = finish(pid, std::chrono::seconds(60));
+  const std::string log = read_file(tmp.file("table.log"));
+  INFO(log);
+  CHECK(code == 1);
+  CHECK(contains(log, "table and demo run single-process"));
+  CHECK_FALSE(fs::exists(tmp.file("table")));
+}
+
 TEST_CASE("torchrun --nproc-per-node 2 trains like 1 process", "[roberta][distributed][torchrun]") {
   if (!example_built()) {
     finetune_test::skip("the roberta_regression example is not built");
