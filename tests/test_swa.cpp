@@ -855,6 +855,12 @@ TEST_CASE("SWAWrapper allocates nothing before the first update; save/load work 
   load(late, save(swa));
   CHECK(late.n_averaged() == 2);
   check_state(late.named_averages(), c.at("after")[1]);
+  // A module without tensors: averaged (nothing) once, it can be swapped in.
+  torch::nn::Sequential bare;
+  SWAWrapper none(*bare);
+  none.update(*bare);
+  auto guard = none.swap_in(*bare);
+  CHECK(none.swapped_in());
 }
 
 // ---------------------------------------------------------------------------

@@ -405,13 +405,16 @@ struct SWAState {
     }
   }
 
+  // All or nothing: an allocation that fails (out of memory) leaves none.
   void allocate() {
     if (allocated()) return;
-    averages.reserve(slots.size());
+    std::vector<torch::Tensor> fresh;
+    fresh.reserve(slots.size());
     for (const auto& s : slots) {
-      averages.push_back(
+      fresh.push_back(
           torch::empty(s.sizes, torch::TensorOptions().dtype(s.avg_dtype).device(s.device)));
     }
+    averages = std::move(fresh);
   }
 
   c10::Stream side_stream(const torch::Device& device) {
@@ -672,7 +675,7 @@ inline SWAWrapper::SwapGuard SWAWrapper::swap_in(torch::nn::Module& module) {
     throw std::invalid_argument("SWAWrapper::swap_in: the averages are already swapped in");
   }
   std::vector<torch::Tensor> live = detail::swa_checked(s, module, "SWAWrapper::swap_in");
-  if (!s.allocated()) {
+  if (s.n_averaged == 0) {
     throw std::invalid_argument(
         "SWAWrapper::swap_in: nothing averaged yet (n_averaged 0); call update() first");
   }
