@@ -237,18 +237,19 @@ std::string joined(const std::vector<std::string>& v) {
   return s;
 }
 
-bool example_built() {
-  return !std::string(finetune_test::kRobertaExe).empty() && fs::exists(finetune_test::kRobertaExe);
+// Skips the test case visibly (its caller returns) when the example is not built.
+bool example_missing() {
+  if (!std::string(finetune_test::kRobertaExe).empty() && fs::exists(finetune_test::kRobertaExe))
+    return false;
+  finetune_test::skip("the roberta_regression example is not built");
+  return true;
 }
 
 }  // namespace
 
 TEST_CASE("2 ranks x batch 16 train like 1 process x batch 16; only rank 0 writes",
           "[roberta][distributed]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   const auto args = base_args(csv);
@@ -294,10 +295,7 @@ TEST_CASE("2 ranks x batch 16 train like 1 process x batch 16; only rank 0 write
 
 TEST_CASE("2 ranks with LLRD, warm-up, re-init, SWA and frequent evaluation: same decisions",
           "[roberta][distributed]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   const auto args = technique_args(csv);
@@ -406,10 +404,7 @@ std::pair<int, double> kill_one(int victim, const std::vector<std::string>& args
 
 TEST_CASE("a rank killed with SIGKILL: the other fails naming it; the run resumes with 2 ranks",
           "[roberta][distributed][kill]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   const std::string out = tmp.file("ddp");
@@ -457,10 +452,7 @@ TEST_CASE("a rank killed with SIGKILL: the other fails naming it; the run resume
 
 TEST_CASE("a wrong WORLD_SIZE or an unreachable master: a clear error within the timeout",
           "[roberta][distributed]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   const auto args = with(base_args(csv), {"--out", tmp.file("out"), "--dist-timeout", "5"});
@@ -496,10 +488,7 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master: a clear error within the
 }
 
 TEST_CASE("table refuses to run under torchrun", "[roberta][distributed]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   const pid_t pid = spawn_rank(0, 1, free_port(),
@@ -515,10 +504,7 @@ TEST_CASE("table refuses to run under torchrun", "[roberta][distributed]") {
 }
 
 TEST_CASE("torchrun --nproc-per-node 2 trains like 1 process", "[roberta][distributed][torchrun]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   const std::string torchrun = std::string(finetune_test::kSourceDir) + "/.venv/bin/torchrun";
   // 1.13's TCPStore client cannot join the store that PyTorch 2.x's torchrun
   // agent serves (it is dropped at the handshake: "Broken pipe" / "Connection
@@ -566,10 +552,7 @@ TEST_CASE("torchrun --nproc-per-node 2 trains like 1 process", "[roberta][distri
 
 TEST_CASE("2 ranks with --grad-accum, --notebook-exact, or batches of 1 row (rank 1 gets none)",
           "[roberta][distributed]") {
-  if (!example_built()) {
-    finetune_test::skip("the roberta_regression example is not built");
-    return;
-  }
+  if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
   auto replace = [](std::vector<std::string> args, const std::string& flag,
