@@ -115,13 +115,15 @@ inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
   return fmt::format(
       "{}: {} rows{}{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch "
       "{}, "
-      "max length {}, seed {}; {} ({} threads), LibTorch {}",
+      "max length {}, seed {}; {}{} ({} threads), LibTorch {}",
       s.data, d.targets.size(0), s.subsample > 1 ? fmt::format(" (1 in {})", s.subsample) : "",
       d.dropped ? fmt::format(" ({} dropped: target 0, standard_error 0)", d.dropped) : "", s.folds,
       d.grouped ? " grouped by address" : "",
       d.standardize ? "standardized for training, RMSE in target units" : "as is", m.dir,
       m.config.num_hidden_layers, m.config.hidden_size, random_init ? ", random init" : "",
-      s.epochs, s.batch_size, s.max_length, s.seed, s.device, torch::get_num_threads(),
+      s.epochs, s.batch_size, s.max_length, s.seed, s.device,
+      s.precision == "fp32" ? std::string() : ", " + s.precision + " autocast",
+      torch::get_num_threads(),
       TORCH_VERSION);
 }
 
@@ -177,10 +179,14 @@ inline std::vector<FoldResult> run_folds(const TrainSettings& s, const ModelFile
                  r.evaluations, r.early_stopped ? ", early stop" : "");
       std::fflush(stdout);
     } else if (!other_rank) {
-      fmt::print("{}fold {}: best RMSE {:.4f}{}, {} steps, {} evaluations{}, {:.0f} s\n", label,
+      fmt::print("{}fold {}: best RMSE {:.4f}{}, {} steps{}, {} evaluations{}, {:.0f} s\n", label,
                  fold, r.best_rmse,
                  r.best_swa_rmse ? fmt::format(" (SWA weights {:.4f})", *r.best_swa_rmse) : "",
-                 r.steps, r.evaluations, r.early_stopped ? ", early stop" : "", r.seconds);
+                 r.steps,
+                 s.precision == "fp16"
+                     ? fmt::format(" ({} skipped: inf/NaN fp16 gradients)", r.skipped_steps)
+                     : std::string(),
+                 r.evaluations, r.early_stopped ? ", early stop" : "", r.seconds);
       std::fflush(stdout);
     }
     results.push_back(std::move(r));
@@ -221,7 +227,8 @@ inline nlohmann::json fold_json(const FoldResult& r) {
                       {"early_stopped", r.early_stopped},
                       {"interrupted", r.interrupted},
                       {"seconds", r.seconds},
-                      {"checkpoint_dir", r.checkpoint_dir}};
+                      {"checkpoint_dir", r.checkpoint_dir},
+                      {"skipped_steps", r.skipped_steps}};
   j["best_swa_rmse"] = r.best_swa_rmse ? nlohmann::json(*r.best_swa_rmse) : nlohmann::json(nullptr);
   return j;
 }
@@ -298,6 +305,11 @@ inline void add_experiment_options(CLI::App* cmd, TrainSettings& s) {
   cmd->add_option("--dropout", s.dropout,
                   "dropout probability of every layer (default: config.json's)")
       ->check(CLI::Range(0.0, 0.999999));
+  cmd->add_option("--precision", s.precision,
+                  "fp32, or autocast with float32 master weights: bf16, fp16 (with loss scaling; "
+                  "skipped steps are counted)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cmd->add_flag("--notebook-exact", s.notebook_exact,
                 "the notebook's exact loop: validation RMSE as the mean of per-batch RMSEs, no "
                 "weight decay without LLRD, transformers.AdamW's update (decay after the step)");
@@ -399,6 +411,7 @@ inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base
           {"batch_size", base.batch_size},
           {"max_length", base.max_length},
           {"lr_scale", base.lr_scale},
+          {"precision", base.precision},
           {"seed", base.seed},
           {"libtorch", TORCH_VERSION},
           {"threads", torch::get_num_threads()},
@@ -598,6 +611,7 @@ inline void add_train_commands(CLI::App& app) {
                  swa.empty() ? "" : fmt::format("  (SWA weights: mean {:.4f})", mean_of(swa)));
       const nlohmann::json summary = {{"rates", describe_rates(s.llrd, s.lr_scale, s.swa_lr)},
                                       {"llrd", llrd_name(s.llrd)},
+                                      {"precision", s.precision},
                                       {"mean", mean_of(best)},
                                       {"std", std_of(best)},
                                       {"folds", scores.folds}};

@@ -110,7 +110,16 @@ struct TrainSettings {
   /// Data-parallel runs: the other ranks print their evaluation lines and fold
   /// summaries too, as "rank <r>: ..." (for tests; rank 0 alone writes files).
   bool log_all_ranks = false;
+  /// "fp32" (default: the loop as it always was), "bf16" or "fp16": forward
+  /// passes (training and evaluation) under LibTorch's autocast in that
+  /// dtype, float32 master weights; fp16 scales the loss with a
+  /// finetune::GradScaler, whose skipped steps move nothing (docs/mixed_precision.md).
+  std::string precision = "fp32";
 };
+
+/// The autocast dtype of --precision: float32 (off), bfloat16 or float16.
+/// Throws std::invalid_argument naming the flag on anything else.
+torch::Dtype precision_dtype(const std::string& precision);
 
 /// The article's learning rates for a mode, times `scale`.
 finetune::LayerwiseLROptions article_rates(finetune::LLRDMode mode, double scale);
@@ -194,6 +203,9 @@ struct FoldResult {
   std::vector<std::string> lr_columns;
   std::string checkpoint_dir;
   bool resumed = false;  ///< continued from a saved training state
+  /// Optimizer steps skipped (--precision fp16: an inf/NaN gradient once
+  /// unscaled); `steps` counts only the steps taken.
+  int64_t skipped_steps = 0;
 };
 
 /// The lr CSV (`--lr-log`, and the figures' data): a header line of
@@ -212,8 +224,9 @@ struct FoldCallbacks {
   /// average: (steps done, whether this step was averaged, the model with its
   /// training weights). For tests and diagnostics; it must not change the model.
   std::function<void(int64_t, bool, const torch::nn::Module&)> after_step;
-  /// Before each optimizer step, with the gradients accumulated: for tests
-  /// (a non-finite gradient skips the step).
+  /// Before each optimizer step attempt (1-based, skipped ones counted), with
+  /// the gradients accumulated (fp16: as the scaler holds them): for tests
+  /// (under --precision fp16 a non-finite gradient skips the step).
   std::function<void(int64_t attempt, torch::nn::Module&)> before_step;
 };
 
@@ -289,6 +302,13 @@ inline std::string describe_rates(finetune::LLRDMode mode, double scale,
   }
   if (swa_lr) out << "; swa_lr " << *swa_lr * scale;
   return out.str();
+}
+
+inline torch::Dtype precision_dtype(const std::string& precision) {
+  if (precision == "fp32") return torch::kFloat32;
+  if (precision == "bf16") return torch::kBFloat16;
+  if (precision == "fp16") return torch::kFloat16;
+  throw std::invalid_argument("--precision: expected fp32, bf16 or fp16, got '" + precision + "'");
 }
 
 inline finetune::LLRDMode parse_llrd(const std::string& name) {
@@ -668,6 +688,9 @@ inline std::string settings_fingerprint(const TrainSettings& s) {
       << " standardize=" << s.standardize_target << " unfreeze=" << opt(s.unfreeze_every) << "/"
       << s.unfreeze_unit << " dropout=" << opt(s.dropout) << " notebook_exact=" << s.notebook_exact
       << " subsample=" << s.subsample;
+  // fp32 runs keep the fingerprint they had before --precision existed (their
+  // saved states still resume); any other precision is a different run.
+  if (s.precision != "fp32") out << " precision=" << s.precision;
   return out.str();
 }
 
@@ -760,6 +783,23 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
     throw std::invalid_argument(
         "--notebook-exact: the notebook has no gradient accumulation and no gradual unfreezing "
         "(drop --grad-accum and --unfreeze-every)");
+  const torch::Dtype amp_dtype = precision_dtype(s.precision);
+  const bool low_precision = amp_dtype != torch::kFloat32;
+  const bool fp16 = amp_dtype == torch::kFloat16;
+  if (s.notebook_exact && low_precision)
+    throw std::invalid_argument("--notebook-exact runs the notebook's float32 loop: drop "
+                                "--precision " +
+                                s.precision + " (or use --precision fp32)");
+  // Up front, not in the first epoch: fp16 on a CPU without float16 kernels,
+  // bf16 where this LibTorch has no CPU bfloat16 autocast, cuda without a GPU.
+  if (low_precision) {
+    try {
+      finetune::check_autocast_supported(device.type(), amp_dtype);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("--precision " + s.precision + " --device " + s.device + ": " +
+                                  e.what());
+    }
+  }
   if (!s.trace_dir.empty() && (s.resume || s.grad_accum != 1))
     throw std::invalid_argument(
         "--trace: records a whole run of one batch per step (not with --resume or --grad-accum)");
@@ -901,7 +941,13 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       evaluator_options, [&model](const std::string& path) { save_weights(*model, path); },
       callbacks.log ? finetune::PeriodicEvaluator::LogFn(callbacks.log)
                     : finetune::PeriodicEvaluator::stdout_logger());
+  // --precision bf16/fp16: every forward pass under autocast (none in fp32).
+  auto autocast = [&](std::optional<finetune::compat::AutocastGuard>& guard) {
+    if (low_precision) guard.emplace(device.type(), amp_dtype);
+  };
   auto evaluate = [&] {
+    std::optional<finetune::compat::AutocastGuard> guard;
+    autocast(guard);
     if (distributed)
       return detail::sharded_validation_rmse(model, val_ids, val_mask, val_target, s.val_batch_size,
                                              mean, scale,
@@ -924,9 +970,13 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   auto shuffle = at::detail::createCPUGenerator(s.seed);
   torch::Tensor order;                                                // this epoch's batch order
   torch::Tensor loss_sum = torch::zeros({}, train_target.options());  // this epoch's batch losses
+  // --precision fp16: dynamic loss scaling (off otherwise: scale() returns the
+  // loss). A part of the state only then, so fp32 states keep their parts.
+  finetune::GradScaler scaler(finetune::GradScalerOptions().enabled(fp16));
   finetune::TrainingState state;
   state.add("model", *model).add("optimizer", optimizer).add("scheduler", *scheduler);
   state.add("evaluator", evaluator).add("shuffle", shuffle);
+  if (fp16) state.add("scaler", scaler);
   if (swa) state.add("swa", *swa, *model, averaging);
   if (unfreezing) state.add("unfreezing", *unfreezing);
   const std::string settings = detail::settings_fingerprint(s);
@@ -1006,10 +1056,16 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
             finetune::shard_range(rows.numel(), dist->rank(), dist->world_size());
         if (shard_end > shard_begin) {
           const auto mine = rows.slice(0, shard_begin, shard_end);
-          const auto prediction =
-              model->forward(train_ids.index_select(0, mine), train_mask.index_select(0, mine));
-          const auto squared = (prediction - train_target.index_select(0, mine)).square().sum();
-          (squared / step_rows).backward();
+          torch::Tensor squared;
+          {
+            std::optional<finetune::compat::AutocastGuard> guard;
+            autocast(guard);
+            const auto prediction =
+                model->forward(train_ids.index_select(0, mine), train_mask.index_select(0, mine))
+                    .to(torch::kFloat32);
+            squared = (prediction - train_target.index_select(0, mine)).square().sum();
+          }
+          scaler.scale(squared / step_rows).backward();
           shard_squared.push_back(squared.detach());
         } else {  // no rows here (a small last batch): zero gradients, still reduced
           shard_squared.push_back(torch::zeros({}, train_target.options()));
@@ -1024,6 +1080,9 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
         for (const auto& p : model->parameters())
           if (p.requires_grad()) trainable.push_back(p);
         dist->all_reduce_gradients(trainable, 1.0);
+        // fp16: the summed gradients, unscaled (the same inf/NaN verdict on
+        // every rank), before the sqrt-MSE factor.
+        if (fp16) scaler.unscale_(optimizer);
         const auto factor = 0.5 / torch::sqrt(squared.sum() / step_rows);
         {
           torch::NoGradGuard no_grad;
@@ -1038,12 +1097,18 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
           if (!trace_dir.empty()) trace_losses.push_back(loss);
         }
       } else {
-        const auto prediction =
-            model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
+        torch::Tensor prediction;
+        {
+          std::optional<finetune::compat::AutocastGuard> guard;
+          autocast(guard);
+          prediction =
+              model->forward(train_ids.index_select(0, rows), train_mask.index_select(0, rows));
+          if (low_precision) prediction = prediction.to(torch::kFloat32);
+        }
         const auto target = train_target.index_select(0, rows);
         if (K == 1) {
           const auto loss = torch::sqrt(torch::mse_loss(prediction, target));
-          loss.backward();
+          scaler.scale(loss).backward();
           loss_sum += loss.detach();
           if (!trace_dir.empty()) trace_losses.push_back(loss.detach());
         } else {
@@ -1053,13 +1118,14 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
           const double step_rows =
               static_cast<double>(std::min(n_train, end * s.batch_size) - first * s.batch_size);
           const auto squared = (prediction - target).square().sum();
-          (squared / step_rows).backward();
+          scaler.scale(squared / step_rows).backward();
           step_mse += squared.detach() / step_rows;
           loss_sum += torch::sqrt(squared.detach() / static_cast<double>(rows.numel()));
         }
         state.next_batch();
         if (pos.batch != end) continue;
         if (K > 1) {
+          if (fp16) scaler.unscale_(optimizer);  // the true gradients, before the factor
           const auto factor = 0.5 / torch::sqrt(step_mse);
           torch::NoGradGuard no_grad;
           for (auto& p : model->parameters())
@@ -1069,21 +1135,33 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       }
       const auto lrs = probe.read(optimizer);  // the rates this step trains with
       if (hf_adamw) hf_adamw->before_step(pos.optimizer_step + 1);
-      optimizer.step();
+      if (callbacks.before_step)
+        callbacks.before_step(pos.optimizer_step + pos.skipped_steps + 1, *model);
+      bool taken = true;
+      if (fp16) {
+        taken = scaler.step(optimizer);  // an inf/NaN gradient: no step
+        scaler.update();
+      } else {
+        optimizer.step();
+      }
       if (hf_adamw) hf_adamw->after_step();
       optimizer.zero_grad();
-      result.lrs.push_back(lrs);
-      state.optimizer_step(/*taken=*/true);  // scheduler, SWA average, unfreezing
-      const bool swa_step = averaging();
-      if (callbacks.after_step) callbacks.after_step(pos.optimizer_step, swa_step, *model);
-      if (swa_step) check_replicas("averaged step");
-      stop = swa_step ? evaluator.step(evaluate, evaluate_averaged, save_averaged)
-                      : evaluator.step(evaluate);
-      if (evaluator.evaluated_last_step()) {
-        curve_point(evaluator.last_evaluation());
-        check_replicas("evaluation");
+      // A skipped step is no step: no lr row, no schedule, average,
+      // unfreezing or evaluation, no state save.
+      if (state.optimizer_step(taken)) {  // scheduler, SWA average, unfreezing
+        result.lrs.push_back(lrs);
+        const bool swa_step = averaging();
+        if (callbacks.after_step) callbacks.after_step(pos.optimizer_step, swa_step, *model);
+        if (swa_step) check_replicas("averaged step");
+        stop = swa_step ? evaluator.step(evaluate, evaluate_averaged, save_averaged)
+                        : evaluator.step(evaluate);
+        if (evaluator.evaluated_last_step()) {
+          curve_point(evaluator.last_evaluation());
+          check_replicas("evaluation");
+        }
+        if (save_every > 0 && pos.optimizer_step % save_every == 0 && writer)
+          state.save(state_file);
       }
-      if (save_every > 0 && pos.optimizer_step % save_every == 0 && writer) state.save(state_file);
       if (callbacks.progress) callbacks.progress(pos.optimizer_step, steps_per_epoch * s.epochs);
       // Ctrl-C reaches the ranks at different steps: all stop at the first.
       if (distributed ? dist->any(interrupt_requested().load()) : interrupt_requested().load()) {
@@ -1104,6 +1182,7 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   if (keep_state && writer) state.save(state_file);  // Ctrl-C or the fold's end: resumable
   result.early_stopped = evaluator.should_stop();
   result.steps = pos.optimizer_step;
+  result.skipped_steps = pos.skipped_steps;
   result.evaluations = evaluator.num_evaluations();
   result.best_rmse = evaluator.best();
   if (swa && swa->n_averaged() > 0) {
