@@ -3,10 +3,6 @@
 // torchrun starts them, one intra-op thread each, every wait bounded.
 #include <finetune/distributed.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -26,22 +22,6 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-// A port that was free a moment ago on 127.0.0.1 (the kernel's choice).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t size = sizeof(address);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
-    throw std::runtime_error("cannot find a free port");
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -103,7 +83,7 @@ Launch launch(int world, const std::vector<std::string>& args, const std::string
   std::vector<std::string> logs;
   const auto start = std::chrono::steady_clock::now();
   const int processes = std::max(world, 1);
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(finetune_test::free_port());
   for (int r = 0; r < processes; ++r) {
     if (world > 0) {
       env.set("RANK", std::to_string(r));
@@ -381,7 +361,7 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master fails within the timeout"
   env.set("LOCAL_RANK", "1");
   env.set("WORLD_SIZE", "2");
   env.set("MASTER_ADDR", "127.0.0.1");
-  env.set("MASTER_PORT", std::to_string(free_port()));
+  env.set("MASTER_PORT", std::to_string(finetune_test::free_port()));
   const std::string log =
       (dir / ("finetune_unreachable_" + std::to_string(::getpid()) + ".log")).string();
   fs::remove(log);
@@ -402,7 +382,8 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master fails within the timeout"
 TEST_CASE("docs/distributed.md shows the loop that these tests run", "[distributed]") {
   // The page's C++ block equals the code between the worker's markers
   // (indentation aside).
-  auto lines_between = [](const std::string& text, const std::string& begin, const std::string& end) {
+  auto lines_between = [](const std::string& text, const std::string& begin,
+                          const std::string& end) {
     std::vector<std::string> lines;
     const auto from = text.find(begin);
     const auto to = text.find(end, from == std::string::npos ? 0 : from);
@@ -415,10 +396,12 @@ TEST_CASE("docs/distributed.md shows the loop that these tests run", "[distribut
     return lines;
   };
   const std::string source = std::string(finetune_test::kSourceDir);
-  const auto code = lines_between(read_text(source + "/tests/support/distributed_worker.cpp"),
-                                  "// --- docs/distributed.md: begin ---", "// --- docs/distributed.md: end ---");
-  const auto page = lines_between(read_text(source + "/docs/distributed.md"),
-                                  "<!-- the loop: begin -->\n```cpp", "```\n<!-- the loop: end -->");
+  const auto code =
+      lines_between(read_text(source + "/tests/support/distributed_worker.cpp"),
+                    "// --- docs/distributed.md: begin ---", "// --- docs/distributed.md: end ---");
+  const auto page =
+      lines_between(read_text(source + "/docs/distributed.md"), "<!-- the loop: begin -->\n```cpp",
+                    "```\n<!-- the loop: end -->");
   REQUIRE(code.size() > 20);
   CHECK(page == code);
 }

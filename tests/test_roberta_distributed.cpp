@@ -6,10 +6,7 @@
 // with SIGKILL makes the other fail naming it, within the c10d timeout, with
 // the best checkpoint intact, and the run then resumes with 2 ranks; a wrong
 // WORLD_SIZE and an unreachable master fail within the timeout.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,21 +91,6 @@ std::vector<std::string> technique_args(const std::string& csv) {
                "--eval-every-from-epoch", "0", "--patience", "3"});
 }
 
-// A TCP port nobody listens on now (bound to 127.0.0.1:0, read back, closed).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  socklen_t length = sizeof address;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 // The example as rank `rank` of `world` (torchrun's variables set here).
 // `env` execs it: the pid is the example's own (a SIGKILL reaches it).
 pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& args,
@@ -155,7 +137,7 @@ int finish(pid_t pid, std::chrono::seconds limit) {
 // Runs ranks 0..n-1 with their own extra arguments; returns their exit statuses.
 std::vector<int> run_ranks(const std::vector<std::vector<std::string>>& args,
                            const std::vector<std::string>& logs) {
-  const int port = free_port();
+  const int port = finetune_test::free_port();
   std::vector<pid_t> pids;
   for (size_t r = 0; r < args.size(); ++r)
     pids.push_back(
@@ -384,7 +366,7 @@ std::vector<std::string> kill_args(const std::string& csv) {
 // to exit after the kill.
 std::pair<int, double> kill_one(int victim, const std::vector<std::string>& args,
                                 const std::string& log0, const std::string& log1, int lines) {
-  const int port = free_port();
+  const int port = finetune_test::free_port();
   const pid_t pids[2] = {spawn_rank(0, 2, port, args, log0), spawn_rank(1, 2, port, args, log1)};
   const auto give_up = Clock::now() + std::chrono::seconds(60);
   while (evaluation_lines(read_file(log1)).size() < static_cast<size_t>(lines) &&
@@ -458,7 +440,7 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master: a clear error within the
   const auto args = with(base_args(csv), {"--out", tmp.file("out"), "--dist-timeout", "5"});
   {
     // WORLD_SIZE 3, 2 processes: rank 2 never comes.
-    const int port = free_port();
+    const int port = finetune_test::free_port();
     const auto start = Clock::now();
     const pid_t a = spawn_rank(0, 3, port, args, tmp.file("w0.log"));
     const pid_t b = spawn_rank(1, 3, port, args, tmp.file("w1.log"));
@@ -474,7 +456,7 @@ TEST_CASE("a wrong WORLD_SIZE or an unreachable master: a clear error within the
   }
   {
     // Rank 1 of 2 and nobody at MASTER_ADDR:MASTER_PORT.
-    const int port = free_port();
+    const int port = finetune_test::free_port();
     const auto start = Clock::now();
     const int code =
         finish(spawn_rank(1, 2, port, args, tmp.file("m.log")), std::chrono::seconds(60));
@@ -491,7 +473,7 @@ TEST_CASE("table refuses to run under torchrun", "[roberta][distributed]") {
   if (example_missing()) return;
   TempDir tmp;
   const std::string csv = write_csv(tmp.file("data.csv"));
-  const pid_t pid = spawn_rank(0, 1, free_port(),
+  const pid_t pid = spawn_rank(0, 1, finetune_test::free_port(),
                                {"--threads", "1", "table", "--data", csv, "--folds", "2",
                                 "--epochs", "1", "--out", tmp.file("table")},
                                tmp.file("table.log"));
@@ -536,7 +518,7 @@ TEST_CASE("torchrun --nproc-per-node 2 trains like 1 process", "[roberta][distri
                                      "--master-addr",
                                      "127.0.0.1",
                                      "--master-port",
-                                     std::to_string(free_port()),
+                                     std::to_string(finetune_test::free_port()),
                                      finetune_test::kRobertaExe};
   launch.insert(launch.end(), args.begin(), args.end());
   launch.insert(launch.end(), {"--out", tmp.file("torchrun")});
