@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "model/roberta_model.hpp"
+#include "roberta_shapes.hpp"
 
 namespace {
 
@@ -83,18 +84,10 @@ int main(int argc, char** argv) try {
   };
 
   // The same shapes as bench_roberta_training (figure 6).
-  RobertaConfig config;
-  int64_t batch = 8, tokens = 256;
-  if (args.shape == "demo") {
-    config.vocab_size = 8192;
-    config.hidden_size = 128;
-    config.num_hidden_layers = 4;
-    config.num_attention_heads = 4;
-    config.intermediate_size = 512;
-    config.max_position_embeddings = 130;
-    batch = 16;
-    tokens = 96;
-  }
+  const finetune_bench::Shape shape =
+      args.shape == "demo" ? finetune_bench::demo_shape() : finetune_bench::base_shape();
+  const RobertaConfig& config = shape.config;
+  const int64_t batch = shape.batch, tokens = shape.tokens;
   torch::manual_seed(0);
   RobertaRegressor model(config);
   model->to(device);

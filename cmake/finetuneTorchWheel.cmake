@@ -17,12 +17,9 @@
 
 include_guard(GLOBAL)
 
-# finetune_torch_wheel_link_options(<out_var>)
-# Sets <out_var> to the link options for the LibTorch found in the calling scope
-# (TORCH_INSTALL_PREFIX, else the `torch` target's library folder): one
-# "LINKER:-rpath-link,<dir>:<dir>..." with the wheel's existing nvidia/*/lib
-# folders, or an empty list for a LibTorch that is not the wheel.
-function(finetune_torch_wheel_link_options out_var)
+# _finetune_torch_prefix(<out_var>): the LibTorch found in the calling scope,
+# its install prefix (<prefix>/lib/libtorch.so), or "".
+function(_finetune_torch_prefix out_var)
   set(prefix "${TORCH_INSTALL_PREFIX}")
   if(prefix STREQUAL "" AND TARGET torch)
     # TorchConfig.cmake sets TORCH_INSTALL_PREFIX in the scope that found it;
@@ -32,6 +29,16 @@ function(finetune_torch_wheel_link_options out_var)
       get_filename_component(prefix "${library}/../.." ABSOLUTE)
     endif()
   endif()
+  set(${out_var} "${prefix}" PARENT_SCOPE)
+endfunction()
+
+# finetune_torch_wheel_link_options(<out_var>)
+# Sets <out_var> to the link options for the LibTorch found in the calling scope
+# (TORCH_INSTALL_PREFIX, else the `torch` target's library folder): one
+# "LINKER:-rpath-link,<dir>:<dir>..." with the wheel's existing nvidia/*/lib
+# folders, or an empty list for a LibTorch that is not the wheel.
+function(finetune_torch_wheel_link_options out_var)
+  _finetune_torch_prefix(prefix)
   set(options "")
   if(NOT prefix STREQUAL "")
     get_filename_component(nvidia "${prefix}/../nvidia" ABSOLUTE)
@@ -60,13 +67,7 @@ endfunction()
 # with FINETUNE_WITH_NCCL: c10d's ProcessGroupNCCL for CUDA devices. A
 # CUDA toolkit's own nccl.h may be older than the library the wheel runs.
 function(finetune_torch_wheel_nccl_include out_var)
-  set(prefix "${TORCH_INSTALL_PREFIX}")
-  if(prefix STREQUAL "" AND TARGET torch)
-    get_target_property(library torch IMPORTED_LOCATION)
-    if(library)
-      get_filename_component(prefix "${library}/../.." ABSOLUTE)
-    endif()
-  endif()
+  _finetune_torch_prefix(prefix)
   set(include "")
   if(NOT prefix STREQUAL "" AND EXISTS "${prefix}/lib/libtorch_cuda.so")
     get_filename_component(candidate "${prefix}/../nvidia/nccl/include" ABSOLUTE)
