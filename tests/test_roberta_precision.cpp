@@ -7,10 +7,10 @@
 // Debian's 1.13) is skipped visibly, after checking the refusal.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -100,8 +100,7 @@ Run train(const TrainSettings& s, const Setup& setup, int64_t stop_after = 0,
     for (int64_t a : inject_inf_at)
       if (a == attempt) {
         torch::NoGradGuard no_grad;
-        m.parameters().front().mutable_grad().view(-1)[0] =
-            std::numeric_limits<float>::infinity();
+        m.parameters().front().mutable_grad().view(-1)[0] = std::numeric_limits<float>::infinity();
       }
   };
   interrupt_requested() = false;
@@ -110,7 +109,8 @@ Run train(const TrainSettings& s, const Setup& setup, int64_t stop_after = 0,
   return run;
 }
 
-double largest_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+double largest_difference(const std::vector<torch::Tensor>& a,
+                          const std::vector<torch::Tensor>& b) {
   REQUIRE(a.size() == b.size());
   REQUIRE(!a.empty());
   double worst = 0.0;
@@ -165,7 +165,8 @@ TEST_CASE("--precision bf16 trains on the CPU, its first loss within bfloat16's 
     t.out_dir = setup.tmp.file("run_" + precision);
     t.trace_dir = setup.tmp.file("trace_" + precision);
     const Run run = train(t, setup);
-    const auto trace = nlohmann::json::parse(finetune_test::read_file(t.trace_dir + "/fold0/trace.json"));
+    const auto trace =
+        nlohmann::json::parse(finetune_test::read_file(t.trace_dir + "/fold0/trace.json"));
     return std::make_pair(run, trace["losses"].get<std::vector<double>>());
   };
   const auto [fp32, fp32_losses] = traced("fp32");
@@ -242,8 +243,7 @@ TEST_CASE("fp16: the GradScaler's skipped steps move nothing and a resumed run e
     const auto& shorter = injected.result.lrs.size() <= clean.result.lrs.size()
                               ? injected.result.lrs
                               : clean.result.lrs;
-    const auto& longer = &shorter == &injected.result.lrs ? clean.result.lrs
-                                                          : injected.result.lrs;
+    const auto& longer = &shorter == &injected.result.lrs ? clean.result.lrs : injected.result.lrs;
     REQUIRE(!shorter.empty());
     CHECK(std::equal(shorter.begin(), shorter.end(), longer.begin()));
     CHECK(injected.float32_weights);
@@ -285,8 +285,9 @@ TEST_CASE("--precision on the command line: refusals up front, the skip count pr
       const auto r = run(command, "--precision bf16 --notebook-exact");
       INFO(r.output);
       CHECK(r.status == 1);
-      CHECK(contains(r.output, "--notebook-exact runs the notebook's float32 loop: drop "
-                               "--precision bf16"));
+      CHECK(contains(r.output,
+                     "--notebook-exact runs the notebook's float32 loop: drop "
+                     "--precision bf16"));
       CHECK_FALSE(fs::exists(tmp.file(command + "/fold0/best.safetensors")));
     }
   }
@@ -310,14 +311,16 @@ TEST_CASE("--precision on the command line: refusals up front, the skip count pr
       CHECK(r.status == 0);
       CHECK(contains(r.output, "fp16 autocast"));
       CHECK(contains(r.output, "skipped: inf/NaN fp16 gradients)"));
-      const auto results = nlohmann::json::parse(finetune_test::read_file(tmp.file("train/results.json")));
+      const auto results =
+          nlohmann::json::parse(finetune_test::read_file(tmp.file("train/results.json")));
       CHECK(results["precision"] == "fp16");
       CHECK(results["folds"][0]["skipped_steps"].get<int64_t>() >= 0);
     }
   }
   SECTION("a state saved in fp32 does not resume in bf16") {
     if (!cpu_autocast_refusal(torch::kBFloat16).empty()) {
-      finetune_test::skip("bfloat16 autocast on the CPU: " + cpu_autocast_refusal(torch::kBFloat16));
+      finetune_test::skip("bfloat16 autocast on the CPU: " +
+                          cpu_autocast_refusal(torch::kBFloat16));
       return;
     }
     auto first = run("train", "--save-state-every 2");

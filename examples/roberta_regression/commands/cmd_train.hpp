@@ -123,8 +123,7 @@ inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
       m.config.num_hidden_layers, m.config.hidden_size, random_init ? ", random init" : "",
       s.epochs, s.batch_size, s.max_length, s.seed, s.device,
       s.precision == "fp32" ? std::string() : ", " + s.precision + " autocast",
-      torch::get_num_threads(),
-      TORCH_VERSION);
+      torch::get_num_threads(), TORCH_VERSION);
 }
 
 /// Runs the folds of one configuration; `line` receives the per-fold summary.

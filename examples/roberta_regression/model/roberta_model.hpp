@@ -61,14 +61,14 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k,
   // Scaling q ([B, H, T, D]) before the product costs less than scaling the
   // scores; masking in place saves a copy of the scores (matmul's backward
   // does not need its output).
-  auto scores =
-      torch::matmul(q / std::sqrt(static_cast<double>(q.size(-1))), k.transpose(-1, -2));
+  auto scores = torch::matmul(q / std::sqrt(static_cast<double>(q.size(-1))), k.transpose(-1, -2));
   // The lowest value of the scores' dtype (HF's torch.finfo(dtype).min):
   // float16/bfloat16 scores under autocast (--precision) cannot hold float's.
-  const double lowest =
-      scores.scalar_type() == torch::kFloat16    ? double(std::numeric_limits<c10::Half>::lowest())
-      : scores.scalar_type() == torch::kBFloat16 ? double(std::numeric_limits<c10::BFloat16>::lowest())
-                                                 : double(std::numeric_limits<float>::lowest());
+  const double lowest = scores.scalar_type() == torch::kFloat16
+                            ? double(std::numeric_limits<c10::Half>::lowest())
+                        : scores.scalar_type() == torch::kBFloat16
+                            ? double(std::numeric_limits<c10::BFloat16>::lowest())
+                            : double(std::numeric_limits<float>::lowest());
   scores.masked_fill_(keep.logical_not(), lowest);
   return torch::matmul(detail::dropout(torch::softmax(scores, -1), dropout_p, dropout_p > 0.0), v);
 }

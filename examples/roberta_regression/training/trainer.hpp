@@ -787,9 +787,10 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
   const bool low_precision = amp_dtype != torch::kFloat32;
   const bool fp16 = amp_dtype == torch::kFloat16;
   if (s.notebook_exact && low_precision)
-    throw std::invalid_argument("--notebook-exact runs the notebook's float32 loop: drop "
-                                "--precision " +
-                                s.precision + " (or use --precision fp32)");
+    throw std::invalid_argument(
+        "--notebook-exact runs the notebook's float32 loop: drop "
+        "--precision " +
+        s.precision + " (or use --precision fp32)");
   // Up front, not in the first epoch: fp16 on a CPU without float16 kernels,
   // bf16 where this LibTorch has no CPU bfloat16 autocast, cuda without a GPU.
   if (low_precision) {
