@@ -5,6 +5,10 @@
 //   7  the five techniques' share of a step: the plain step (one AdamW group,
 //      nothing else) beside the full step, and the techniques' own calls
 //      (schedule step, SWA update, evaluator hook) timed alone on the same model.
+//   9  the plain step in bf16 under LibTorch's CPU autocast (the example's
+//      --precision bf16: fp32 weights, bf16 matrix products), beside PyTorch's
+//      torch.autocast("cpu", torch.bfloat16) step; FLOP/s against
+//      BM_MatmulPeakBf16 (bench_bandwidth.cpp).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 #include <finetune/finetune.hpp>
@@ -59,6 +63,19 @@ struct Step {
     optimizer->step();
   }
 
+  // The forward under autocast, the loss and everything after it in fp32.
+  void plain_bf16() {
+    torch::Tensor prediction;
+    {
+      finetune::compat::AutocastGuard autocast(torch::kCPU, torch::kBFloat16);
+      prediction = model->forward(ids, mask);
+    }
+    const auto loss = torch::sqrt(torch::mse_loss(prediction.to(torch::kFloat), target));
+    optimizer->zero_grad();
+    loss.backward();
+    optimizer->step();
+  }
+
   void full() {
     plain();
     schedule->step();
@@ -76,6 +93,19 @@ void BM_TrainingStepPlain(benchmark::State& state) {
   Step step(shape_of(state), false);
   step.plain();  // AdamW allocates its state on the first step
   for (auto _ : state) step.plain();
+  state.counters["flop_per_step"] = training_flops(shape_of(state));
+}
+
+void BM_TrainingStepPlainBf16(benchmark::State& state) {
+  try {
+    finetune::check_autocast_supported(torch::kCPU, torch::kBFloat16);
+  } catch (const std::invalid_argument& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  Step step(shape_of(state), false);
+  step.plain_bf16();
+  for (auto _ : state) step.plain_bf16();
   state.counters["flop_per_step"] = training_flops(shape_of(state));
 }
 
@@ -108,5 +138,6 @@ void BM_TechniquesPerStep(benchmark::State& state) {
 
 // Arg 0: the demo's shape; arg 1: roberta-base at batch 8 x 256.
 BENCHMARK(BM_TrainingStepPlain)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TrainingStepPlainBf16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TrainingStepFull)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TechniquesPerStep)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();

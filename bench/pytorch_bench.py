@@ -169,6 +169,18 @@ def bench_training(results):
             kind = "full" if full else "plain"
             results[f"training_step_{kind}_{name}"] = median_seconds(step, repeats=repeats)
 
+            if not full:  # figure 9: the same plain step with the forward in bf16
+                def step_bf16():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        prediction = model(ids, mask)
+                    loss = torch.sqrt(torch.nn.functional.mse_loss(prediction.float(), target))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+
+                results[f"training_step_plain_bf16_{name}"] = median_seconds(step_bf16,
+                                                                             repeats=repeats)
+
 
 FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer, bench_training]
 

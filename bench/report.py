@@ -16,6 +16,10 @@ Compute ceiling (figure 8): the best fp32 matrix-product rate of the same run
 (BM_MatmulPeak, 2048² and 4096²), each training step's matrix-product FLOPs
 from the model's shapes (the benchmark's flop_per_step counter), and the
 fraction of the ceiling the step reaches, C++ and PyTorch.
+
+bf16 (figure 9): the plain step under CPU autocast in bf16 beside
+torch.autocast's, its time over the fp32 plain step's (C++ and PyTorch), and
+its FLOP/s against the best bf16 matrix-product rate (BM_MatmulPeakBf16).
 """
 import argparse
 import glob
@@ -50,6 +54,10 @@ ROWS = [
      "training_step_plain_demo", False),
     ("7", "plain step (one AdamW group), roberta-base", "BM_TrainingStepPlain/1/real_time",
      "training_step_plain_base", False),
+    ("9", "plain step in bf16 (CPU autocast), demo model (vs torch.autocast)",
+     "BM_TrainingStepPlainBf16/0/real_time", "training_step_plain_bf16_demo", False),
+    ("9", "plain step in bf16 (CPU autocast), roberta-base (vs torch.autocast)",
+     "BM_TrainingStepPlainBf16/1/real_time", "training_step_plain_bf16_base", False),
     ("7", "techniques alone per step (schedule, SWA update, evaluator hook), demo model",
      "BM_TechniquesPerStep/0/real_time", None, False),
     ("7", "techniques alone per step, roberta-base", "BM_TechniquesPerStep/1/real_time", None,
@@ -135,7 +143,9 @@ def pair(cpp_folder, pytorch_json):
 
     # Figure 8: the compute ceiling and each training step's share of it.
     peak = max((v["flop_per_s"] for n, v in extra.items()
-                if n.startswith("BM_MatmulPeak") and "flop_per_s" in v), default=None)
+                if n.startswith("BM_MatmulPeak/") and "flop_per_s" in v), default=None)
+    peak_bf16 = max((v["flop_per_s"] for n, v in extra.items()
+                     if n.startswith("BM_MatmulPeakBf16/") and "flop_per_s" in v), default=None)
     compute = []
     for what, cpp_name, py_name in (
             ("full step, demo 16x96", "BM_TrainingStepFull/0/real_time", "training_step_full_demo"),
@@ -160,13 +170,35 @@ def pair(cpp_folder, pytorch_json):
     def ratio(a, b):
         return cpp[a][0] / cpp[b][0] if a in cpp and b in cpp else None
 
+    # Figure 9: bf16 against fp32 (time ratio: < 1 means bf16 is faster) and
+    # against the bf16 matrix-product peak.
+    bf16 = []
+    for arg, shape in ((0, "demo"), (1, "base")):
+        name = f"BM_TrainingStepPlainBf16/{arg}/real_time"
+        c = cpp.get(name, (None, None))[0]
+        flop = extra.get(name, {}).get("flop_per_step")
+        p = py["results"].get(f"training_step_plain_bf16_{shape}")
+        p32 = py["results"].get(f"training_step_plain_{shape}")
+        if c is None and p is None:
+            continue
+        bf16.append({
+            "shape": shape,
+            "cpp_bf16_over_fp32": ratio(name, f"BM_TrainingStepPlain/{arg}/real_time"),
+            "pytorch_bf16_over_fp32": p / p32 if (p and p32) else None,
+            "cpp_flop_per_s": flop / c if (c and flop) else None,
+            "cpp_of_bf16_peak": flop / c / peak_bf16 if (c and flop and peak_bf16) else None,
+            "pytorch_of_bf16_peak": flop / p / peak_bf16 if (p and flop and peak_bf16) else None,
+        })
+
     return {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "cpp_context": context},
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
         "ceiling_bytes_per_s": ceiling,
         "matmul_peak_flop_per_s": peak,
+        "matmul_peak_bf16_flop_per_s": peak_bf16,
         "compute": compute,
+        "bf16": bf16,
         # Figure 2's goal is relative to the fused single pass of the same run.
         "swa_update_over_fused_pass": ratio("BM_SWAUpdate/real_time",
                                             "BM_SWAFusedSinglePass/real_time"),
@@ -214,6 +246,21 @@ def print_table(result):
             print(f"| {c['what']} | {c['flop_per_step'] / 1e9:.1f} | {seconds(c['floor_s'])} "
                   f"| {g(c['cpp_flop_per_s'])} | {f(c['cpp_of_peak'])} "
                   f"| {g(c['pytorch_flop_per_s'])} | {f(c['pytorch_of_peak'])} |")
+    peak_bf16 = result.get("matmul_peak_bf16_flop_per_s")
+    if result.get("bf16"):
+        print("\nFigure 9, bf16 (CPU autocast): bf16 matmul peak "
+              + (f"{peak_bf16 / 1e9:.0f} GFLOP/s" if peak_bf16 else "not measured"))
+        print("| plain step | C++ bf16/fp32 time | PyTorch bf16/fp32 time | C++ GFLOP/s "
+              "| of bf16 peak | PyTorch of bf16 peak |")
+        print("|---|---|---|---|---|---|")
+
+        def r(x, fmt):
+            return format(x, fmt) if x is not None else "–"
+        for b in result["bf16"]:
+            print(f"| {b['shape']} | {r(b['cpp_bf16_over_fp32'], '.2f')} "
+                  f"| {r(b['pytorch_bf16_over_fp32'], '.2f')} "
+                  f"| {r(b['cpp_flop_per_s'] and b['cpp_flop_per_s'] / 1e9, '.0f')} "
+                  f"| {r(b['cpp_of_bf16_peak'], '.0%')} | {r(b['pytorch_of_bf16_peak'], '.0%')} |")
     s = result["swa_update_over_fused_pass"]
     if s:
         print(f"\nSWAWrapper::update / fused single pass: {s:.2f}")

@@ -289,6 +289,41 @@ TEST_CASE("2 and 3 ranks train, average and evaluate exactly as one process", "[
   fs::remove_all(dir);
 }
 
+// The all-reduce overlapped with backward (GradientReducer), in docs/distributed.md.
+TEST_CASE("GradientReducer: overlapped with backward, 2 and 3 ranks train as one process",
+          "[distributed]") {
+  const fs::path dir =
+      fs::temp_directory_path() / ("finetune_dist_overlap_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  for (const std::string mode : {"plain", "accumulate", "unfreeze"}) {
+    const std::string single = (dir / (mode + "_single")).string();
+    fs::create_directories(single);
+    const auto one = launch(0, {"overlap", single, mode}, mode + "_single");
+    INFO(describe(one));
+    REQUIRE(one.ranks[0].status == 0);
+    for (int world : {2, 3}) {
+      const std::string out = (dir / (mode + std::to_string(world))).string();
+      fs::create_directories(out);
+      const auto run = launch(world, {"overlap", out, mode}, mode + std::to_string(world));
+      INFO(describe(run));
+      for (const auto& rank : run.ranks) {
+        REQUIRE(rank.status == 0);
+        CHECK(rank.log.find("identical 1\n") != std::string::npos);
+      }
+      // bucket_bytes 64: {the head's bias and weight: 4 + 32 bytes}, {the
+      // first layer's bias: 32}, {its weight: 192}; with rows in the step's
+      // last backward, backward launched all three.
+      if (mode == "plain")
+        CHECK_THAT(run.ranks[0].log, Catch::Matchers::Contains("launched 3 of 3"));
+      const double worst = max_abs_difference(load_parameters(single + "/final.pt"),
+                                              load_parameters(out + "/final.pt"));
+      INFO(mode << ", world " << world << ": largest difference from one process " << worst);
+      CHECK(worst < 1e-6);
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("metric sums, rank 0's value and agreed flags", "[distributed]") {
   const auto run = launch(2, {"values"}, "values");
   INFO(describe(run));
@@ -312,6 +347,10 @@ TEST_CASE("gradients: untouched parameters stay undefined, one rank's count as z
     REQUIRE(rank.status == 0);
     // used: 1 + 2; rank0_only: 5 + 0; unused: undefined; 5 floats reduced.
     CHECK(rank.log.find("used 3 rank0_only 5 unused_defined 0 bytes 20") != std::string::npos);
+    // GradientReducer: the same; a parameter that does not require grad
+    // keeps its gradient and is not sent (3 + 2 + 2 floats).
+    CHECK(rank.log.find("overlap used 3 rank0_only 5 unused_defined 0 frozen 7 bytes 28") !=
+          std::string::npos);
   }
 }
 
@@ -396,12 +435,16 @@ TEST_CASE("docs/distributed.md shows the loop that these tests run", "[distribut
     return lines;
   };
   const std::string source = std::string(finetune_test::kSourceDir);
-  const auto code =
-      lines_between(read_text(source + "/tests/support/distributed_worker.cpp"),
-                    "// --- docs/distributed.md: begin ---", "// --- docs/distributed.md: end ---");
-  const auto page =
-      lines_between(read_text(source + "/docs/distributed.md"), "<!-- the loop: begin -->\n```cpp",
-                    "```\n<!-- the loop: end -->");
-  REQUIRE(code.size() > 20);
-  CHECK(page == code);
+  const std::string worker = read_text(source + "/tests/support/distributed_worker.cpp");
+  const std::string docs = read_text(source + "/docs/distributed.md");
+  for (const std::string name : {"", " overlap"}) {
+    const auto code = lines_between(worker, "// --- docs/distributed.md" + name + ": begin ---",
+                                    "// --- docs/distributed.md" + name + ": end ---");
+    const std::string loop = name.empty() ? "the loop" : "the overlapped loop";
+    const auto page = lines_between(docs, "<!-- " + loop + ": begin -->\n```cpp",
+                                    "```\n<!-- " + loop + ": end -->");
+    INFO("the page's block \"" << loop << "\"");
+    REQUIRE(code.size() > 15);
+    CHECK(page == code);
+  }
 }

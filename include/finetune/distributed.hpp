@@ -16,8 +16,11 @@
 //               flattened tensors (launched together, waited together),
 //               then divided: call it after backward, before the optimizer
 //               step (at the accumulation boundary with gradient
-//               accumulation). docs/distributed.md says why after backward
-//               rather than overlapped with it, and what that costs.
+//               accumulation).
+//   GradientReducer        the same sums, overlapped with backward: each
+//               bucket is all-reduced as soon as backward has produced its
+//               gradients (DDP's Reducer, hand-written on tensor hooks; the
+//               reasons are in docs/distributed.md).
 //   all_reduce_sum, broadcast_value, any, identical
 //               metric sums, one agreed value, one agreed decision, and a
 //               checksum comparison of replicas (SWA/EMA averages).
@@ -168,6 +171,7 @@ class Distributed {
   void barrier();
 
  private:
+  friend class GradientReducer;
   template <typename Fn>
   auto guarded(const std::string& what, Fn&& fn) -> decltype(fn());
   bool any(bool flag, const std::string& what);
@@ -201,6 +205,83 @@ class Distributed {
     }
   };
   std::shared_ptr<Closer> closer_;
+};
+
+/// The gradient all-reduce overlapped with backward, as DDP does it: every
+/// parameter that requires grad gets a hook; when backward has produced the
+/// gradients of a whole bucket (buckets in reverse parameter order, which is
+/// roughly the order backward produces them), the bucket is all-reduced while
+/// backward goes on. Buckets are launched in the same order on every rank.
+///
+///   finetune::GradientReducer reducer(dist, model->parameters());
+///   for (...) {                       // each optimizer step
+///     optimizer.zero_grad();
+///     reducer.prepare();              // before the backward that ends the step
+///     loss.backward();
+///     reducer.finish(/*divisor=*/1);  // instead of all_reduce_gradients
+///     optimizer.step();
+///   }
+///
+/// With gradient accumulation, call prepare() before the last micro-batch's
+/// backward only: earlier micro-batches accumulate into .grad locally (DDP's
+/// no_sync), and the last one's hooks reduce the accumulated sums.
+/// The set of parameters that require grad is read at every prepare(); when
+/// layers are unfrozen (or frozen), the buckets are rebuilt, identically on
+/// every rank. The results equal all_reduce_gradients's: a parameter without
+/// a gradient on every rank stays without one. Between prepare() and
+/// finish(), call no other collective of `dist`. `dist` must outlive the
+/// reducer. Single process (inactive `dist`): no hooks; finish() divides.
+class GradientReducer {
+ public:
+  GradientReducer(Distributed& dist, std::vector<torch::Tensor> parameters);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  /// Arms the hooks for the next backward (the one that ends the step).
+  /// Throws std::logic_error when the previous prepare() was not finished.
+  void prepare();
+  /// Launches what backward did not (buckets with a parameter that got no
+  /// gradient: zeros there, or the gradient accumulated before), waits for
+  /// every bucket and writes sum / divisor into .grad. Throws
+  /// std::logic_error without prepare(), DistributedError when a collective
+  /// fails.
+  void finish(double divisor);
+  /// finish(world_size): the mean over ranks.
+  void finish();
+
+  /// Bytes all-reduced by the last finish() (0 when inactive).
+  int64_t last_reduced_bytes() const;
+  /// Buckets of the last step and how many of them backward launched (the
+  /// rest were launched by finish()).
+  int64_t last_buckets() const;
+  int64_t last_launched_in_backward() const;
+
+ private:
+  struct Bucket {
+    std::vector<std::size_t> members;  // indices into parameters
+    torch::Tensor flat;                // on the communication device
+    int64_t bytes = 0;
+    int64_t pending = 0;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  struct State {
+    Distributed* dist = nullptr;
+    std::vector<torch::Tensor> parameters;
+    std::vector<bool> layout;  // requires_grad when the buckets were built
+    std::vector<int64_t> bucket_of, offset_of;
+    std::vector<Bucket> buckets;
+    std::vector<char> ready;
+    std::size_t next_launch = 0;
+    bool armed = false;
+    int64_t launched_in_backward = 0, reduced_bytes = 0;
+    void rebuild(const std::vector<bool>& wants_grad);
+    void arrived(std::size_t i, const torch::Tensor& grad);
+    void launch_ready();
+  };
+  std::shared_ptr<State> state_;
+  std::vector<std::pair<std::size_t, unsigned>> hooks_;  // (parameter, hook id)
+  std::vector<char> hooked_;
 };
 
 // ===========================================================================
@@ -594,6 +675,189 @@ inline void Distributed::barrier() {
   // An all-reduce rather than c10d's barrier: it fails the same way as every
   // other collective, under the same timeout, on both LibTorch builds.
   any(false, "barrier");
+}
+
+inline GradientReducer::GradientReducer(Distributed& dist, std::vector<torch::Tensor> parameters)
+    : state_(std::make_shared<State>()) {
+  state_->dist = &dist;
+  state_->parameters = std::move(parameters);
+  const std::size_t n = state_->parameters.size();
+  state_->bucket_of.assign(n, -1);
+  state_->offset_of.assign(n, 0);
+  state_->ready.assign(n, 0);
+  hooked_.assign(n, 0);
+}
+
+inline GradientReducer::~GradientReducer() {
+  for (const auto& [i, id] : hooks_) {
+    try {
+      state_->parameters[i].remove_hook(id);
+    } catch (...) {  // the hook only sees a weak reference to the state anyway
+    }
+  }
+}
+
+inline void GradientReducer::State::rebuild(const std::vector<bool>& wants_grad) {
+  layout = wants_grad;
+  buckets.clear();
+  std::fill(bucket_of.begin(), bucket_of.end(), -1);
+  const int64_t cap = dist->options().bucket_bytes();
+  // Reverse order: the last layers' gradients come first in backward.
+  for (std::size_t k = parameters.size(); k-- > 0;) {
+    if (!wants_grad[k]) continue;
+    const auto& p = parameters[k];
+    const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
+    if (buckets.empty() || buckets.back().bytes + bytes > cap ||
+        parameters[buckets.back().members.front()].device() != p.device() ||
+        parameters[buckets.back().members.front()].scalar_type() != p.scalar_type()) {
+      buckets.emplace_back();
+    }
+    auto& b = buckets.back();
+    bucket_of[k] = static_cast<int64_t>(buckets.size()) - 1;
+    offset_of[k] = b.bytes / static_cast<int64_t>(p.element_size());
+    b.members.push_back(k);
+    b.bytes += bytes;
+  }
+  for (auto& b : buckets) {
+    const auto& p = parameters[b.members.front()];
+    b.flat = torch::empty({b.bytes / static_cast<int64_t>(p.element_size())},
+                          p.options().device(dist->comm_device_).requires_grad(false));
+  }
+}
+
+inline void GradientReducer::State::launch_ready() {
+  while (next_launch < buckets.size() && buckets[next_launch].pending == 0) {
+    auto& b = buckets[next_launch++];
+    std::vector<at::Tensor> one{b.flat};
+    b.work = dist->backend_->allreduce(one);
+    if (armed) ++launched_in_backward;
+  }
+}
+
+// A hook: parameter i's gradient from this backward (before it is added to
+// .grad). What the bucket reduces is .grad + grad: the micro-batches
+// accumulated before this one included.
+inline void GradientReducer::State::arrived(std::size_t i, const torch::Tensor& grad) {
+  if (!armed || bucket_of[i] < 0) return;
+  if (ready[i]) {
+    throw std::logic_error(
+        "finetune: GradientReducer: a gradient arrived twice between prepare() and finish(); "
+        "call prepare() before the step's last backward only");
+  }
+  torch::NoGradGuard no_grad;
+  auto& b = buckets[static_cast<std::size_t>(bucket_of[i])];
+  const auto& accumulated = parameters[i].grad();
+  auto slot = b.flat.narrow(0, offset_of[i], parameters[i].numel());
+  if (accumulated.defined()) {
+    slot.copy_((accumulated + grad).reshape({-1}));
+  } else {
+    slot.copy_(grad.reshape({-1}));
+  }
+  ready[i] = 1;
+  if (--b.pending == 0) launch_ready();
+}
+
+inline void GradientReducer::prepare() {
+  auto& s = *state_;
+  if (!s.dist->active()) return;
+  if (s.armed) {
+    throw std::logic_error("finetune: GradientReducer::prepare() called twice without finish()");
+  }
+  std::vector<bool> wants_grad(s.parameters.size());
+  for (std::size_t i = 0; i < wants_grad.size(); ++i)
+    wants_grad[i] = s.parameters[i].requires_grad();
+  if (wants_grad != s.layout) s.rebuild(wants_grad);
+  for (std::size_t i = 0; i < wants_grad.size(); ++i) {
+    if (!wants_grad[i] || hooked_[i]) continue;
+    std::weak_ptr<State> weak = state_;
+    const unsigned id = s.parameters[i].register_hook([weak, i](torch::Tensor grad) {
+      if (auto state = weak.lock()) state->arrived(i, grad);
+    });
+    hooks_.emplace_back(i, id);
+    hooked_[i] = 1;
+  }
+  std::fill(s.ready.begin(), s.ready.end(), 0);
+  for (auto& b : s.buckets) {
+    b.pending = static_cast<int64_t>(b.members.size());
+    b.work.reset();
+  }
+  s.next_launch = 0;
+  s.launched_in_backward = 0;
+  s.armed = true;
+}
+
+inline void GradientReducer::finish(double divisor) {
+  auto& s = *state_;
+  if (!(divisor > 0)) {
+    throw std::invalid_argument("finetune: GradientReducer::finish: divisor must be > 0");
+  }
+  torch::NoGradGuard no_grad;
+  s.reduced_bytes = 0;
+  if (!s.dist->active()) {
+    if (divisor != 1.0) {
+      for (const auto& p : s.parameters) {
+        if (p.grad().defined()) p.grad().div_(divisor);
+      }
+    }
+    return;
+  }
+  if (!s.armed) throw std::logic_error("finetune: GradientReducer::finish() without prepare()");
+  s.armed = false;
+  s.dist->guarded("the gradient all-reduce", [&] {
+    // Parameters whose hook did not fire: their accumulated gradient, or zeros.
+    auto flags = torch::zeros({static_cast<int64_t>(s.parameters.size())}, torch::kInt32);
+    auto* f = flags.data_ptr<int32_t>();
+    for (std::size_t k = 0; k < s.buckets.size(); ++k) {
+      auto& b = s.buckets[k];
+      for (auto i : b.members) {
+        const auto& g = s.parameters[i].grad();
+        f[i] = s.ready[i] || g.defined() ? 1 : 0;
+        if (s.ready[i]) continue;
+        auto slot = b.flat.narrow(0, s.offset_of[i], s.parameters[i].numel());
+        if (g.defined()) {
+          slot.copy_(g.reshape({-1}));
+        } else {
+          slot.zero_();
+        }
+        s.ready[i] = 1;
+        --b.pending;
+      }
+      s.reduced_bytes += b.bytes;
+    }
+    s.launch_ready();
+    // Which parameters have a gradient on some rank: the others stay undefined.
+    std::vector<at::Tensor> one{s.dist->comm(flags)};
+    c10d::AllreduceOptions max;
+    max.reduceOp = c10d::ReduceOp::MAX;
+    s.dist->backend_->allreduce(one, max)->wait();
+    flags = one[0].cpu();
+    f = flags.data_ptr<int32_t>();
+    for (auto& b : s.buckets) {
+      b.work->wait();
+      b.work.reset();
+      if (divisor != 1.0) b.flat.div_(divisor);
+      for (auto i : b.members) {
+        if (!f[i]) continue;
+        const auto& p = s.parameters[i];
+        auto reduced = b.flat.narrow(0, s.offset_of[i], p.numel()).view(p.sizes());
+        if (p.grad().defined()) {
+          p.mutable_grad().copy_(reduced);
+        } else {
+          p.mutable_grad() = torch::empty_like(p).copy_(reduced);
+        }
+      }
+    }
+  });
+}
+
+inline void GradientReducer::finish() { finish(static_cast<double>(state_->dist->world_size())); }
+
+inline int64_t GradientReducer::last_reduced_bytes() const { return state_->reduced_bytes; }
+inline int64_t GradientReducer::last_buckets() const {
+  return static_cast<int64_t>(state_->buckets.size());
+}
+inline int64_t GradientReducer::last_launched_in_backward() const {
+  return state_->launched_in_backward;
 }
 
 }  // namespace finetune

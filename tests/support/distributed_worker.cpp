@@ -14,6 +14,13 @@
 //       averages are identical, and where its evaluator stopped; rank 0 (the
 //       only rank of one process) writes best.pt, history.csv, final.pt and
 //       averages.pt into OUT_DIR.
+//   distributed_worker overlap OUT_DIR plain|accumulate|unfreeze
+//       The same net and batches with a GradientReducer (the all-reduce
+//       overlapped with backward) and AdamW alone: plain; two micro-batches
+//       per step (prepare() before the second); the first layer frozen for
+//       the first 10 steps. Prints whether the replicas are identical and how
+//       many buckets backward launched in the last step; rank 0 writes
+//       final.pt into OUT_DIR.
 //   distributed_worker values
 //       Prints all_reduce_sum, broadcast_value and any results.
 //   distributed_worker grads
@@ -139,6 +146,46 @@ int train(finetune::Distributed& dist, const std::string& out_dir, std::vector<i
   return 0;
 }
 
+int overlap(finetune::Distributed& dist, const std::string& out_dir, const std::string& mode) {
+  const Data data = make_data({});
+  std::vector<int64_t> first_row{0};
+  for (auto n : data.batches) first_row.push_back(first_row.back() + n);
+  const bool accumulate = mode == "accumulate", unfreeze = mode == "unfreeze";
+  using torch::indexing::Slice;
+  torch::manual_seed(100 + dist.rank());
+  torch::nn::Sequential model(torch::nn::Linear(6, 8), torch::nn::Tanh(), torch::nn::Linear(8, 1));
+  dist.broadcast_module(*model);
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(5e-2));
+  auto first_layer = model->ptr(0)->parameters();
+  // --- docs/distributed.md overlap: begin ---
+  finetune::GradientReducer reducer(dist, model->parameters());
+  for (std::size_t step = 0; step < data.batches.size(); ++step) {
+    const int64_t n = data.batches[step];
+    const auto [begin, end] = finetune::shard_range(n, dist.rank(), dist.world_size());
+    for (auto& p : first_layer) p.set_requires_grad(!unfreeze || step >= 10);
+    optimizer.zero_grad();
+    const int micro_batches = accumulate ? 2 : 1;  // this rank's rows in 1 or 2 pieces
+    for (int m = 0; m < micro_batches; ++m) {
+      const auto [from, to] = finetune::shard_range(end - begin, m, micro_batches);
+      if (m == micro_batches - 1) reducer.prepare();  // this backward ends the step
+      if (to == from) continue;                       // no rows here: no backward
+      const auto rows = Slice(first_row[step] + begin + from, first_row[step] + begin + to);
+      const auto loss =
+          (model->forward(data.x.index({rows})) - data.y.index({rows})).pow(2).sum() / double(n);
+      loss.backward();
+    }
+    reducer.finish(/*divisor=*/1.0);  // waits for the buckets backward launched
+    optimizer.step();
+  }
+  // --- docs/distributed.md overlap: end ---
+  std::cout << "identical " << dist.identical(model->parameters()) << std::endl;
+  std::printf("launched %lld of %lld\n",
+              static_cast<long long>(reducer.last_launched_in_backward()),
+              static_cast<long long>(reducer.last_buckets()));
+  if (dist.is_writer()) torch::save(model->parameters(), out_dir + "/final.pt");
+  return 0;
+}
+
 int values(finetune::Distributed& dist) {
   const auto r = static_cast<double>(dist.rank());
   const auto sums = dist.all_reduce_sum(std::vector<double>{1.0, r, 0.1 * (r + 1)});
@@ -162,6 +209,23 @@ int grads(finetune::Distributed& dist) {
   std::printf("used %g rank0_only %g unused_defined %d bytes %lld\n", used.grad()[0].item<double>(),
               rank0_only.grad()[0].item<double>(), int(unused.grad().defined()),
               static_cast<long long>(dist.last_reduced_bytes()));
+  // The same through a GradientReducer, twice (the second step reuses the
+  // buckets); `frozen` does not require grad and is left alone.
+  auto frozen = torch::ones({2});
+  frozen.mutable_grad() = torch::full({2}, 7.0);
+  finetune::GradientReducer reducer(dist, {used, rank0_only, unused, frozen});
+  for (int step = 0; step < 2; ++step) {
+    for (auto* p : {&used, &rank0_only, &unused}) p->mutable_grad() = torch::Tensor();
+    reducer.prepare();
+    auto again = used.sum() * (dist.rank() + 1.0);
+    if (dist.rank() == 0) again = again + rank0_only.sum() * 5.0;
+    again.backward();
+    reducer.finish(1.0);
+  }
+  std::printf("overlap used %g rank0_only %g unused_defined %d frozen %g bytes %lld\n",
+              used.grad()[0].item<double>(), rank0_only.grad()[0].item<double>(),
+              int(unused.grad().defined()), frozen.grad()[0].item<double>(),
+              static_cast<long long>(reducer.last_reduced_bytes()));
   return 0;
 }
 
@@ -196,7 +260,8 @@ int die(finetune::Distributed& dist, int64_t victim) {
 int main(int argc, char** argv) {
   torch::set_num_threads(1);
   if (argc < 2) {
-    std::cerr << "usage: distributed_worker train|values|grads|mismatch|die ..." << std::endl;
+    std::cerr << "usage: distributed_worker train|overlap|values|grads|mismatch|die ..."
+              << std::endl;
     return 2;
   }
   const std::string what = argv[1];
@@ -207,6 +272,7 @@ int main(int argc, char** argv) {
       for (int i = 3; i < argc; ++i) batches.push_back(std::atoll(argv[i]));
       return train(dist, argv[2], batches);
     }
+    if (what == "overlap" && argc == 4) return overlap(dist, argv[2], argv[3]);
     if (what == "values") return values(dist);
     if (what == "grads") return grads(dist);
     if (what == "mismatch") return mismatch(dist);
