@@ -1,5 +1,6 @@
 // Figures 6 and 7: one training step of the example's RoBERTa regressor.
-//   6  forward + backward + AdamW + schedule + SWA update, at the demo model's
+//   6  forward + backward + AdamW (finetune::FusedAdamW, as the example uses;
+//      PyTorch: torch.optim.AdamW's default) + schedule + SWA update, at the demo model's
 //      shape and at roberta-base's shape (batch 8 x 256 tokens); the PyTorch
 //      column runs the same step with transformers' RobertaModel.
 //   7  the five techniques' share of a step: the plain step (one AdamW group,
@@ -43,16 +44,16 @@ struct Step {
     if (techniques) {
       finetune::LayerwiseLRGroups<torch::optim::AdamWOptions> llrd(
           *model, finetune::LayerwiseLROptions::article_layerwise());
-      optimizer = std::make_unique<torch::optim::AdamW>(llrd.param_groups(),
-                                                        torch::optim::AdamWOptions(3.5e-6));
+      optimizer = std::make_unique<finetune::FusedAdamW>(llrd.param_groups(),
+                                                         torch::optim::AdamWOptions(3.5e-6));
       llrd.apply_to(*optimizer);
       schedule = std::make_unique<finetune::WarmupLinearSchedule>(
           *optimizer, finetune::WarmupLinearScheduleOptions(50, 1 << 30));
       swa = std::make_unique<finetune::SWAWrapper>(*model);
       swa->update(*model);
     } else {
-      optimizer = std::make_unique<torch::optim::AdamW>(model->parameters(),
-                                                        torch::optim::AdamWOptions(1e-5));
+      optimizer = std::make_unique<finetune::FusedAdamW>(model->parameters(),
+                                                         torch::optim::AdamWOptions(1e-5));
     }
   }
 

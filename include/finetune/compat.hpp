@@ -13,7 +13,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <sstream>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 
 /// True when the LibTorch being compiled against is at least major.minor.
 #define FINETUNE_TORCH_AT_LEAST(major, minor) \
@@ -207,6 +210,44 @@ class AutocastGuard {
   bool was_enabled_ = false;
   at::ScalarType was_dtype_ = at::kFloat;
 };
+
+/// Whether ATen has _fused_adamw_ for CPU tensors (PyTorch 2.4; CUDA only
+/// from 2.0 to 2.3, none in Debian's 1.13). fused_adamw.hpp falls back on
+/// torch::optim::AdamW's own step without it.
+constexpr bool kHasFusedAdamW = FINETUNE_TORCH_AT_LEAST(2, 4);
+
+/// at::_fused_adamw_ (torch.optim.AdamW(fused=True)'s kernel) over tensors of
+/// one device and dtype; `steps` are float32 0-dim tensors holding each
+/// tensor's step count, already advanced. Check kHasFusedAdamW first: without
+/// the kernel this throws std::logic_error. Used by fused_adamw.hpp.
+inline void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                         at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                         at::TensorList steps, double lr, double beta1, double beta2,
+                         double weight_decay, double eps, bool amsgrad) {
+#if FINETUNE_TORCH_AT_LEAST(2, 4)
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
+                    weight_decay, eps, amsgrad, /*maximize=*/false);
+#else
+  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)max_exp_avg_sqs,
+      (void)steps, (void)lr, (void)beta1, (void)beta2, (void)weight_decay, (void)eps,
+      (void)amsgrad;
+  throw std::logic_error("finetune: at::_fused_adamw_ needs LibTorch 2.4 or later");
+#endif
+}
+
+/// The key torch::optim::Optimizer files a parameter's state under: its
+/// TensorImpl's address (LibTorch 1.13: the address as text). `Key` is the
+/// optimizer's state map's key_type.
+template <typename Key>
+Key optimizer_state_key(const at::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << param.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
 
 /// Releases an NCCL process group's communicators at the end of a run
 /// (PyTorch's destroy_process_group): Backend::shutdown(), in PyTorch 2.4 and

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "finetune/compat.hpp"
+#include "finetune/fused_adamw.hpp"
 #include "finetune/grad_scaler.hpp"
 #include "finetune/layerwise_lr.hpp"
 #include "finetune/lr_schedule.hpp"

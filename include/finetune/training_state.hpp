@@ -377,19 +377,6 @@ bool check_param_state(const torch::optim::OptimizerParamState& state,
   return true;
 }
 
-// The key LibTorch files a parameter's state under: its TensorImpl's
-// address (LibTorch 1.13: the address as text).
-template <typename Key>
-Key optimizer_state_key(const torch::Tensor& param) {
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream text;
-    text << param.unsafeGetTensorImpl();
-    return text.str();
-  } else {
-    return param.unsafeGetTensorImpl();
-  }
-}
-
 inline void check_loaded_optimizer(const torch::optim::Optimizer& optimizer,
                                    const std::string& where) {
   using namespace torch::optim;
@@ -397,7 +384,7 @@ inline void check_loaded_optimizer(const torch::optim::Optimizer& optimizer,
   using Key = typename std::decay_t<decltype(states)>::key_type;
   for (const auto& group : optimizer.param_groups()) {
     for (const auto& param : group.params()) {
-      const auto it = states.find(optimizer_state_key<Key>(param));
+      const auto it = states.find(compat::optimizer_state_key<Key>(param));
       if (it == states.end()) continue;
       const auto& state = *it->second;
       const auto& options = group.options();

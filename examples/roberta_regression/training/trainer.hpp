@@ -872,7 +872,9 @@ inline FoldResult train_fold(const TrainSettings& s, const ModelFiles& files,
       *model, rates,
       // HF's AdamW in the notebook: eps 1e-6 (torch's default is 1e-8).
       torch::optim::AdamWOptions().eps(1e-6));
-  torch::optim::AdamW optimizer(groups.param_groups(), torch::optim::AdamWOptions().eps(1e-6));
+  // ATen's fused AdamW kernel (torch.optim.AdamW(fused=True)): the same
+  // update in one pass per tensor; AdamW's own step on LibTorch 1.13.
+  finetune::FusedAdamW optimizer(groups.param_groups(), torch::optim::AdamWOptions().eps(1e-6));
   groups.apply_to(optimizer);
   std::unique_ptr<detail::NotebookAdamW> hf_adamw;
   if (s.notebook_exact) hf_adamw = std::make_unique<detail::NotebookAdamW>(optimizer);
