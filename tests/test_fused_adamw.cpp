@@ -88,8 +88,8 @@ TEST_CASE("FusedAdamW steps as torch.optim.AdamW(fused=True) does", "[fused_adam
     CHECK(max_abs_difference(state.exp_avg_sq(), tensor_of(expected["exp_avg_sq"], shape)) < 1e-9);
     CHECK(state.max_exp_avg_sq().defined() == expected.contains("max_exp_avg_sq"));
     if (expected.contains("max_exp_avg_sq")) {
-      CHECK(max_abs_difference(state.max_exp_avg_sq(), tensor_of(expected["max_exp_avg_sq"], shape)) <
-            1e-9);
+      CHECK(max_abs_difference(state.max_exp_avg_sq(),
+                               tensor_of(expected["max_exp_avg_sq"], shape)) < 1e-9);
     }
   }
 }

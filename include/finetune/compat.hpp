@@ -228,9 +228,8 @@ inline void fused_adamw_(at::TensorList params, at::TensorList grads, at::Tensor
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
                     weight_decay, eps, amsgrad, /*maximize=*/false);
 #else
-  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)max_exp_avg_sqs,
-      (void)steps, (void)lr, (void)beta1, (void)beta2, (void)weight_decay, (void)eps,
-      (void)amsgrad;
+  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)max_exp_avg_sqs, (void)steps,
+      (void)lr, (void)beta1, (void)beta2, (void)weight_decay, (void)eps, (void)amsgrad;
   throw std::logic_error("finetune: at::_fused_adamw_ needs LibTorch 2.4 or later");
 #endif
 }

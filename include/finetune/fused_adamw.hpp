@@ -122,8 +122,9 @@ inline torch::Tensor FusedAdamW::step(LossClosure closure) {
     for (auto& call : calls) {
       // PyTorch keeps fused steps as float32 tensors on the parameters'
       // device; the kernel reads them there (no host round trip).
-      const auto step = torch::full({}, static_cast<double>(call.step),
-                                    torch::TensorOptions().dtype(torch::kFloat).device(call.device));
+      const auto step =
+          torch::full({}, static_cast<double>(call.step),
+                      torch::TensorOptions().dtype(torch::kFloat).device(call.device));
       const std::vector<torch::Tensor> steps(call.params.size(), step);
       compat::fused_adamw_(call.params, call.grads, call.exp_avgs, call.exp_avg_sqs,
                            call.max_exp_avg_sqs, steps, options.lr(), beta1, beta2,
