@@ -73,9 +73,17 @@ make_venv() {
   want_hash=$(sha256sum "$requirements" | cut -d' ' -f1)
   if [ ! -x "$dir/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]; then
     echo "setup: creating $dir from $requirements"
+    # The CUDA wheel of torch and its libraries take about 6 GB; say so up
+    # front rather than through pip's "No space left on device".
+    local free_kb
+    free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((7 * 1024 * 1024)) ]; then
+      echo "setup: warning: $((free_kb / 1024)) MB free in $(pwd); .venv alone needs about 6 GB" >&2
+    fi
     "$python" -m venv "$@" "$dir"
-    "$dir/bin/python" -m pip install -q --upgrade pip
-    "$dir/bin/python" -m pip install -q -r "$requirements"
+    # No pip cache: the wheels would take the same space a second time.
+    "$dir/bin/python" -m pip install -q --no-cache-dir --upgrade pip
+    "$dir/bin/python" -m pip install -q --no-cache-dir -r "$requirements"
     echo "$want_hash" > "$stamp"
   fi
 }

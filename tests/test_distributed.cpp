@@ -318,7 +318,11 @@ TEST_CASE("GradientReducer: overlapped with backward, 2 and 3 ranks train as one
       const double worst = max_abs_difference(load_parameters(single + "/final.pt"),
                                               load_parameters(out + "/final.pt"));
       INFO(mode << ", world " << world << ": largest difference from one process " << worst);
-      CHECK(worst < 1e-6);
+      // Rounding only: the ranks' partial sums are added in another order,
+      // and 40 AdamW steps amplify it (seen: up to 1.1e-6 on LibTorch 1.13).
+      // A real mistake is far larger (dropping the accumulated micro-batch:
+      // 0.8).
+      CHECK(worst < 1e-5);
     }
   }
   fs::remove_all(dir);
@@ -351,6 +355,10 @@ TEST_CASE("gradients: untouched parameters stay undefined, one rank's count as z
     // keeps its gradient and is not sent (3 + 2 + 2 floats).
     CHECK(rank.log.find("overlap used 3 rank0_only 5 unused_defined 0 frozen 7 bytes 28") !=
           std::string::npos);
+    CHECK_THAT(rank.log, Catch::Matchers::Contains("refused: finetune: GradientReducer::finish() "
+                                                   "without prepare()"));
+    CHECK_THAT(rank.log, Catch::Matchers::Contains("refused: finetune: GradientReducer::prepare() "
+                                                   "called twice without finish()"));
   }
 }
 

@@ -214,6 +214,20 @@ int grads(finetune::Distributed& dist) {
   auto frozen = torch::ones({2});
   frozen.mutable_grad() = torch::full({2}, 7.0);
   finetune::GradientReducer reducer(dist, {used, rank0_only, unused, frozen});
+  // Misuse is refused on every rank alike (and leaves the ranks in step);
+  // the loop below clears the gradients this leaves.
+  try {
+    reducer.finish(1.0);
+  } catch (const std::logic_error& e) {
+    std::printf("refused: %s\n", e.what());
+  }
+  reducer.prepare();
+  try {
+    reducer.prepare();
+  } catch (const std::logic_error& e) {
+    std::printf("refused: %s\n", e.what());
+  }
+  reducer.finish(1.0);
   for (int step = 0; step < 2; ++step) {
     for (auto* p : {&used, &rank0_only, &unused}) p->mutable_grad() = torch::Tensor();
     reducer.prepare();
