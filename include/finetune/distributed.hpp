@@ -177,6 +177,7 @@ class Distributed {
   bool any(bool flag, const std::string& what);
   [[noreturn]] void fail(const std::string& what, const std::string& cause);
   torch::Tensor comm(torch::Tensor t) const;
+  torch::Tensor max_over_ranks(const torch::Tensor& t);
 
   DistributedOptions options_;
   int64_t rank_ = 0;
@@ -326,6 +327,16 @@ inline bool is_loopback(const std::string& address) {
   return address == "localhost" || address.rfind("127.", 0) == 0 || address == "::1";
 }
 
+// Whether `next` opens a new bucket after one that holds `filled` bytes and
+// starts with `first`: a bucket holds one device and dtype, and at most `cap`
+// bytes unless it holds a single tensor. all_reduce_gradients and
+// GradientReducer bucket alike.
+inline bool starts_bucket(const torch::Tensor& first, int64_t filled, const torch::Tensor& next,
+                          int64_t cap) {
+  return filled + next.numel() * static_cast<int64_t>(next.element_size()) > cap ||
+         first.device() != next.device() || first.scalar_type() != next.scalar_type();
+}
+
 // The signed integer dtype with the element size of `dtype` (bit patterns).
 inline torch::Dtype same_size_integer(torch::Dtype dtype) {
   switch (c10::elementSize(dtype)) {
@@ -461,6 +472,16 @@ inline torch::Tensor Distributed::comm(torch::Tensor t) const {
   return t.device() == comm_device_ ? t : t.to(comm_device_);
 }
 
+// The elementwise maximum of `t` over the ranks, on the host. Called inside
+// guarded(): agreed flags, and which parameters have a gradient somewhere.
+inline torch::Tensor Distributed::max_over_ranks(const torch::Tensor& t) {
+  std::vector<at::Tensor> one{comm(t)};
+  c10d::AllreduceOptions max;
+  max.reduceOp = c10d::ReduceOp::MAX;
+  backend_->allreduce(one, max)->wait();
+  return one[0].cpu();
+}
+
 // Runs one collective; a failure becomes fail(), which names the lost ranks.
 template <typename Fn>
 auto Distributed::guarded(const std::string& what, Fn&& fn) -> decltype(fn()) {
@@ -562,14 +583,8 @@ inline void Distributed::all_reduce_gradients(const std::vector<torch::Tensor>& 
     auto* f = flags.data_ptr<int32_t>();
     for (std::size_t i = 0; i < parameters.size(); ++i)
       f[i] = parameters[i].grad().defined() ? 1 : 0;
-    {
-      std::vector<at::Tensor> one{comm(flags)};
-      c10d::AllreduceOptions max;
-      max.reduceOp = c10d::ReduceOp::MAX;
-      backend_->allreduce(one, max)->wait();
-      flags = one[0].cpu();
-      f = flags.data_ptr<int32_t>();
-    }
+    flags = max_over_ranks(flags);
+    f = flags.data_ptr<int32_t>();
     // Buckets of same-device, same-dtype gradients up to bucket_bytes.
     struct Bucket {
       std::vector<torch::Tensor> grads;
@@ -583,9 +598,9 @@ inline void Distributed::all_reduce_gradients(const std::vector<torch::Tensor>& 
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
       auto g = p.grad();
       const int64_t bytes = g.numel() * static_cast<int64_t>(g.element_size());
-      if (buckets.empty() || buckets.back().bytes + bytes > options_.bucket_bytes() ||
-          buckets.back().grads.front().device() != g.device() ||
-          buckets.back().grads.front().scalar_type() != g.scalar_type()) {
+      if (buckets.empty() ||
+          detail::starts_bucket(buckets.back().grads.front(), buckets.back().bytes, g,
+                                options_.bucket_bytes())) {
         buckets.emplace_back();
       }
       buckets.back().grads.push_back(g);
@@ -647,11 +662,7 @@ inline bool Distributed::any(bool flag) { return any(flag, "any"); }
 inline bool Distributed::any(bool flag, const std::string& what) {
   if (!active()) return flag;
   return guarded(what, [&] {
-    std::vector<at::Tensor> one{comm(torch::full({1}, flag ? 1 : 0, torch::kInt32))};
-    c10d::AllreduceOptions max;
-    max.reduceOp = c10d::ReduceOp::MAX;
-    backend_->allreduce(one, max)->wait();
-    return one[0].item<int32_t>() != 0;
+    return max_over_ranks(torch::full({1}, flag ? 1 : 0, torch::kInt32)).item<int32_t>() != 0;
   });
 }
 
@@ -707,9 +718,8 @@ inline void GradientReducer::State::rebuild(const std::vector<bool>& wants_grad)
     if (!wants_grad[k]) continue;
     const auto& p = parameters[k];
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    if (buckets.empty() || buckets.back().bytes + bytes > cap ||
-        parameters[buckets.back().members.front()].device() != p.device() ||
-        parameters[buckets.back().members.front()].scalar_type() != p.scalar_type()) {
+    if (buckets.empty() || detail::starts_bucket(parameters[buckets.back().members.front()],
+                                                 buckets.back().bytes, p, cap)) {
       buckets.emplace_back();
     }
     auto& b = buckets.back();
@@ -791,16 +801,12 @@ inline void GradientReducer::finish(double divisor) {
   if (!(divisor > 0)) {
     throw std::invalid_argument("finetune: GradientReducer::finish: divisor must be > 0");
   }
-  torch::NoGradGuard no_grad;
   s.reduced_bytes = 0;
-  if (!s.dist->active()) {
-    if (divisor != 1.0) {
-      for (const auto& p : s.parameters) {
-        if (p.grad().defined()) p.grad().div_(divisor);
-      }
-    }
+  if (!s.dist->active()) {  // one process: only the division
+    s.dist->all_reduce_gradients(s.parameters, divisor);
     return;
   }
+  torch::NoGradGuard no_grad;
   if (!s.armed) throw std::logic_error("finetune: GradientReducer::finish() without prepare()");
   s.armed = false;
   s.dist->guarded("the gradient all-reduce", [&] {
@@ -826,11 +832,7 @@ inline void GradientReducer::finish(double divisor) {
     }
     s.launch_ready();
     // Which parameters have a gradient on some rank: the others stay undefined.
-    std::vector<at::Tensor> one{s.dist->comm(flags)};
-    c10d::AllreduceOptions max;
-    max.reduceOp = c10d::ReduceOp::MAX;
-    s.dist->backend_->allreduce(one, max)->wait();
-    flags = one[0].cpu();
+    flags = s.dist->max_over_ranks(flags);
     f = flags.data_ptr<int32_t>();
     for (auto& b : s.buckets) {
       b.work->wait();
