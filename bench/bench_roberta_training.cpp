@@ -10,6 +10,10 @@
 //      --precision bf16: fp32 weights, bf16 matrix products), beside PyTorch's
 //      torch.autocast("cpu", torch.bfloat16) step; FLOP/s against
 //      BM_MatmulPeakBf16 (bench_bandwidth.cpp).
+//  11  dropout in training mode over one attention-probability tensor of
+//      roberta-base at batch 8 x 256 ([8, 12, 256, 256], p = 0.1): the
+//      example's detail::dropout (16-bit draws) beside torch.nn.functional.dropout
+//      (bernoulli_ masks). Twelve of these per forward pass.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 #include <finetune/finetune.hpp>
@@ -135,6 +139,17 @@ void BM_TechniquesPerStep(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 
+void BM_DropoutAttention(benchmark::State& state) {
+  torch::manual_seed(0);
+  const auto x = torch::rand({8, 12, 256, 256});
+  torch::Tensor y;
+  for (auto _ : state) {
+    y = roberta_regression::detail::dropout(x, 0.1, true);
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  state.SetBytesProcessed(state.iterations() * x.numel() * 4 * 2);
+}
+
 }  // namespace
 
 // Arg 0: the demo's shape; arg 1: roberta-base at batch 8 x 256.
@@ -142,3 +157,4 @@ BENCHMARK(BM_TrainingStepPlain)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->
 BENCHMARK(BM_TrainingStepPlainBf16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TrainingStepFull)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TechniquesPerStep)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DropoutAttention)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -195,7 +195,15 @@ def bench_training(results):
                                                                              repeats=repeats)
 
 
-FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer, bench_training]
+def bench_dropout(results):
+    """Figure 11: dropout over one attention-probability tensor of roberta-base."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 12, 256, 256)
+    results["dropout_attention"] = median_seconds(
+        lambda: torch.nn.functional.dropout(x, 0.1, training=True))
+
+
+FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer, bench_dropout, bench_training]
 
 
 def main():

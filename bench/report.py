@@ -5,7 +5,9 @@ time, the PyTorch time, their ratio, the C++ throughput (the bytes each
 benchmark declares it moves) and, for memory-bound figures, the achieved
 fraction of this machine's ceiling (the best copy/add bandwidth of figure 1).
 With --cpp-torch1/--pytorch-torch1 also the Debian pair (LibTorch and PyTorch
-1.13), under the key "torch1" and in a second table.
+1.13), under the key "torch1" and in a second table; with
+--cpp-avx2/--pytorch-avx2 the 2.x pair run with the AVX2 code paths forced
+(an AVX2-only CPU's paths on an AVX-512 one), under "torch2_avx2".
 
 Noise: every figure's coefficient of variation over its repetitions (C++:
 Google Benchmark's 5 repetitions; PyTorch: pytorch_bench.py's), and a ratio
@@ -47,6 +49,8 @@ ROWS = [
      "BM_AdamWStep/0/real_time", "adamw_step", True),
     ("10", "AdamW step, roberta-base (finetune::FusedAdamW vs AdamW(fused=True))",
      "BM_AdamWStep/1/real_time", "adamw_fused_step", True),
+    ("11", "dropout p=0.1 over [8,12,256,256] (vs torch.nn.functional.dropout)",
+     "BM_DropoutAttention/real_time", "dropout_attention", False),
     ("5", "tokenizer encode, warm cache (vs HF tokenizers, 1 thread)",
      "BM_TokenizerEncodeCached", "tokenizer_encode", False),
     ("5", "tokenizer encode, no cache", "BM_TokenizerEncodeNoCache", None, False),
@@ -122,6 +126,25 @@ def seconds(s):
     return f"{s * 1e9:.3g} ns"
 
 
+def cpu_model():
+    """lscpu's model name and the vector flags that choose the code paths."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = [x for x in value.split()
+                             if x in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
+                                      "amx_bf16")]
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
 def pair(cpp_folder, pytorch_json):
     """One C++ / PyTorch pair (same LibTorch version): the rows and the goals' ratios."""
     cpp, context, extra = load_cpp(cpp_folder)
@@ -195,8 +218,9 @@ def pair(cpp_folder, pytorch_json):
         })
 
     return {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "cpp_context": context},
+        "machine": {"cpu": cpu_model()[0], "cpu_flags": cpu_model()[1],
+                    "cores": os.cpu_count(), "cpp_context": context,
+                    "forced": {}},  # the code-path variables a pair ran under
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
         "ceiling_bytes_per_s": ceiling,
         "matmul_peak_flop_per_s": peak,
@@ -283,15 +307,26 @@ def main():
     parser.add_argument("--pytorch", required=True, help="pytorch_bench.py output (torch 2.x)")
     parser.add_argument("--cpp-torch1", help="folder with bench_*.json (Debian's LibTorch 1.13)")
     parser.add_argument("--pytorch-torch1", help="pytorch_bench.py output (Debian's torch 1.13)")
+    parser.add_argument("--cpp-avx2", help="folder with bench_*.json (2.x, AVX2 paths forced)")
+    parser.add_argument("--pytorch-avx2", help="pytorch_bench.py output (2.x, AVX2 paths forced)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     result = pair(args.cpp, args.pytorch)
+    model, flags = cpu_model()
+    print(f"CPU: {model} ({' '.join(flags)}), {os.cpu_count()} cores\n")
     print_table(result)
     if args.cpp_torch1 and args.pytorch_torch1:
         result["torch1"] = pair(args.cpp_torch1, args.pytorch_torch1)
         print("\nThe Debian pair (LibTorch 1.13 with the system BLAS):\n")
         print_table(result["torch1"])
+    if args.cpp_avx2 and args.pytorch_avx2:
+        result["torch2_avx2"] = pair(args.cpp_avx2, args.pytorch_avx2)
+        result["torch2_avx2"]["machine"]["forced"] = {
+            "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+        print("\nThe 2.x pair with the AVX2 code paths forced (ATEN_CPU_CAPABILITY=avx2, "
+              "MKL_ENABLE_INSTRUCTIONS=AVX2: an AVX2-only CPU's kernels):\n")
+        print_table(result["torch2_avx2"])
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(f"written {args.out}")

@@ -4,16 +4,21 @@
 #   torch2  build/torch2 (LibTorch 2.x of the PyPI wheel) and .venv's torch;
 #   torch1  build/torch1 (Debian's LibTorch 1.13, system BLAS) and Debian's
 #           python3-torch with transformers 4.40 (.venv-torch1).
+#   torch2-avx2  the torch2 pair again with the AVX2 code paths forced
+#           (ATEN_CPU_CAPABILITY=avx2 for ATen's kernels, MKL_ENABLE_INSTRUCTIONS=AVX2
+#           for MKL's sgemm): an AVX2-only CPU's paths (the project's EPYC
+#           machines) on an AVX-512 one. Run only where the CPU has AVX-512.
 # Then one table per pair and bench/results.json. FINETUNE_BENCH_PAIRS=torch2
 # runs the first pair only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${FINETUNE_BENCH_THREADS:-$(nproc)}
 export FINETUNE_BENCH_THREADS=$threads
-pairs=${FINETUNE_BENCH_PAIRS:-torch2 torch1}
+pairs=${FINETUNE_BENCH_PAIRS:-torch2 torch1 torch2-avx2}
+grep -qw avx512f /proc/cpuinfo || pairs=${pairs//torch2-avx2/}
 
-run_pair() {  # run_pair FLAVOUR PYTHON: C++ and PyTorch JSON into build/bench/FLAVOUR
-  local flavour=$1 python=$2 out=build/bench/$1
+run_pair() {  # run_pair FLAVOUR PYTHON [OUT]: C++ and PyTorch JSON into build/bench/OUT
+  local flavour=$1 python=$2 out=build/bench/${3:-$1}
   rm -rf "$out" && mkdir -p "$out"
   for src in bench/bench_*.cpp; do
     local name exe
@@ -21,11 +26,11 @@ run_pair() {  # run_pair FLAVOUR PYTHON: C++ and PyTorch JSON into build/bench/F
     exe=build/$flavour/bench/$name
     [ "$name" = bench_main ] && continue  # the shared main(), not a benchmark
     [ -x "$exe" ] || { echo "bench: $exe not built" >&2; exit 1; }
-    echo "=== $flavour: $name ($threads threads)"
+    echo "=== ${3:-$flavour}: $name ($threads threads)"
     "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/$name.json" --benchmark_out_format=json
   done
-  echo "=== $flavour: PyTorch ($threads threads)"
+  echo "=== ${3:-$flavour}: PyTorch ($threads threads)"
   "$python" bench/pytorch_bench.py --threads "$threads" --out "$out/pytorch.json"
 }
 
@@ -36,6 +41,10 @@ if [[ " $pairs " == *" torch1 "* ]]; then
   bash scripts/build.sh torch1
   run_pair torch1 .venv-torch1/bin/python
   report+=(--cpp-torch1 build/bench/torch1 --pytorch-torch1 build/bench/torch1/pytorch.json)
+fi
+if [[ " $pairs " == *" torch2-avx2 "* ]]; then
+  ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 run_pair torch2 .venv/bin/python torch2-avx2
+  report+=(--cpp-avx2 build/bench/torch2-avx2 --pytorch-avx2 build/bench/torch2-avx2/pytorch.json)
 fi
 .venv/bin/python bench/report.py "${report[@]}" --out bench/results.json
 # The data-parallel step (2 ranks x 1 thread against 1 process x 2 threads).

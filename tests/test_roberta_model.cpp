@@ -231,6 +231,21 @@ TEST_CASE("the model's dropout keeps 1 - p of the elements, scaled as at::dropou
   }
 }
 
+TEST_CASE("the model's dropout keeps 1 - p in bfloat16 too, and stays bfloat16",
+          "[roberta][model]") {
+  // A bfloat16 uniform draw has 8 random bits, so comparing it with p would
+  // keep 1 - 26/256 = 0.898 for p = 0.1: 5.5 standard deviations off at this n.
+  // The mask is drawn from 16-bit integers whatever x's dtype.
+  torch::manual_seed(13);
+  const double p = 0.1;
+  const int64_t n = 1 << 22;
+  const auto x = (torch::rand({n}) + 0.5).to(torch::kBFloat16);
+  const auto y = roberta_regression::detail::dropout(x, p, true);
+  CHECK(y.scalar_type() == torch::kBFloat16);
+  const double sigma = std::sqrt(p * (1 - p) / static_cast<double>(n));
+  CHECK(std::abs(y.ne(0).to(torch::kFloat64).mean().item<double>() - (1 - p)) < 4 * sigma);
+}
+
 TEST_CASE("the attention math path is SDPA's, dropout included", "[roberta][model]") {
   torch::manual_seed(12);
   const auto q = torch::randn({2, 3, 7, 8}), k = torch::randn({2, 3, 7, 8}),

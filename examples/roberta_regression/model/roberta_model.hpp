@@ -41,15 +41,38 @@ inline torch::Tensor dense(const torch::nn::Linear& layer, const torch::Tensor& 
   return torch::linear(x, layer->weight, layer->bias);
 }
 
+/// The keep mask of dropout with probability p on the CPU, scaled by
+/// 1 / (1 - p) as at::dropout scales, in x's dtype. Each element is kept when
+/// a 16-bit random integer is at least round(p * 65536) above the lowest one,
+/// so the keep probability is a multiple of 1 / 65536, within 7.7e-6 of 1 - p
+/// (a float from rand_like has 24 random bits, a bfloat16 one 8). One 64-bit
+/// draw gives four elements: the CPU generator is a serial loop, and
+/// rand_like's one draw per element was half the mask's cost (27 ms against
+/// 14 ms for roberta-base's [8, 12, 256, 256] attention mask). The compare is
+/// done in float, where every 16-bit integer is exact.
+inline torch::Tensor dropout_mask(const torch::Tensor& x, double p) {
+  const int64_t n = x.numel();
+  const double dropped = std::round(p * 65536.0);
+  auto bits = torch::empty({(n + 3) / 4}, x.options().dtype(torch::kLong))
+                  .random_(std::numeric_limits<int64_t>::min(), c10::optional<int64_t>());
+  return bits.view(torch::kShort)
+      .narrow(0, 0, n)
+      .to(torch::kFloat)
+      .ge_(-32768.0 + dropped)
+      .mul_(1.0 / (1.0 - p))
+      .to(x.scalar_type())
+      .view(x.sizes());
+}
+
 /// at::dropout in training mode: zero each element with probability p, scale
-/// the rest by 1 / (1 - p). On the CPU the mask is drawn as uniform >= p:
-/// at::dropout's bernoulli_ draws serially at about 5 ns an element, twice
-/// uniform_'s cost, and its masks were a quarter of the demo model's training
-/// step. Elsewhere at::dropout is one fused kernel and is used as it is.
+/// the rest by 1 / (1 - p). On the CPU the mask is dropout_mask's: at::dropout
+/// draws it with bernoulli_, a serial loop at about 5 ns an element, and its
+/// masks were a quarter of the demo model's training step. Elsewhere
+/// at::dropout is one fused kernel and is used as it is.
 inline torch::Tensor dropout(const torch::Tensor& x, double p, bool training) {
   if (!training || p == 0.0) return x;
   if (!x.is_cpu() || p >= 1.0) return torch::dropout(x, p, training);
-  return x * torch::rand_like(x).ge_(p).mul_(1.0 / (1.0 - p));
+  return x * dropout_mask(x, p);
 }
 
 /// softmax(q k^T / sqrt(d), masked) -> dropout -> @ v: HF's eager attention
