@@ -217,8 +217,9 @@ def pair(cpp_folder, pytorch_json):
             "pytorch_of_bf16_peak": flop / p / peak_bf16 if (p and flop and peak_bf16) else None,
         })
 
+    model, flags = cpu_model()
     return {
-        "machine": {"cpu": cpu_model()[0], "cpu_flags": cpu_model()[1],
+        "machine": {"cpu": model, "cpu_flags": flags,
                     "cores": os.cpu_count(), "cpp_context": context,
                     "forced": {}},  # the code-path variables a pair ran under
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},

@@ -18,7 +18,8 @@ pairs=${FINETUNE_BENCH_PAIRS:-torch2 torch1 torch2-avx2}
 grep -qw avx512f /proc/cpuinfo || pairs=${pairs//torch2-avx2/}
 
 run_pair() {  # run_pair FLAVOUR PYTHON [OUT]: C++ and PyTorch JSON into build/bench/OUT
-  local flavour=$1 python=$2 out=build/bench/${3:-$1}
+  local flavour=$1 python=$2 label=${3:-$1}
+  local out=build/bench/$label
   rm -rf "$out" && mkdir -p "$out"
   for src in bench/bench_*.cpp; do
     local name exe
@@ -26,11 +27,11 @@ run_pair() {  # run_pair FLAVOUR PYTHON [OUT]: C++ and PyTorch JSON into build/b
     exe=build/$flavour/bench/$name
     [ "$name" = bench_main ] && continue  # the shared main(), not a benchmark
     [ -x "$exe" ] || { echo "bench: $exe not built" >&2; exit 1; }
-    echo "=== ${3:-$flavour}: $name ($threads threads)"
+    echo "=== $label: $name ($threads threads)"
     "$exe" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
       --benchmark_out="$out/$name.json" --benchmark_out_format=json
   done
-  echo "=== ${3:-$flavour}: PyTorch ($threads threads)"
+  echo "=== $label: PyTorch ($threads threads)"
   "$python" bench/pytorch_bench.py --threads "$threads" --out "$out/pytorch.json"
 }
 
