@@ -33,6 +33,14 @@ using finetune_bench::Shape;
 using finetune_bench::training_flops;
 using roberta_regression::RobertaRegressor;
 
+// Which library runs the model's fp32 linear layers in this process
+// (model/dense.hpp): in the JSON's context, and in report.py's table.
+const bool kDenseBackendInContext = [] {
+  benchmark::AddCustomContext("dense_backend",
+                              roberta_regression::to_string(roberta_regression::dense_backend()));
+  return true;
+}();
+
 Shape shape_of(const benchmark::State& state) {
   return state.range(0) == 0 ? demo_shape() : base_shape();
 }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "catch.hpp"
@@ -45,37 +46,54 @@ std::vector<torch::Device> devices() {
   return d;
 }
 
+/// The backends of the linear layers that this LibTorch has (model/dense.hpp).
+std::vector<DenseBackend> dense_backends() {
+  std::vector<DenseBackend> b{DenseBackend::aten};
+  if (roberta_regression::detail::onednn_linear_op()) b.push_back(DenseBackend::onednn);
+  return b;
+}
+
+/// Restores the process's backend when a test case that set one ends.
+struct DenseBackendRestore {
+  DenseBackend was = dense_backend();
+  ~DenseBackendRestore() { set_dense_backend(was); }
+};
+
 }  // namespace
 
 TEST_CASE("RobertaModel gives transformers' outputs on its saved checkpoints", "[roberta][model]") {
-  for (const auto& name : kModels) {
-    for (const auto& device : devices()) {
-      INFO(name << " on " << device);
-      const auto dir = golden_dir(name);
-      const RobertaConfig config = load_config_dir(dir.string());
-      RobertaModel model(config);
-      const LoadReport report =
-          load_safetensors_weights(*model, (dir / "model.safetensors").string());
-      CHECK(report.missing.empty());
-      CHECK(report.unexpected.empty());
-      CHECK(report.loaded.size() == model->parameters().size());
-      model->to(device);
-      model->eval();
-      const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
-      const auto expected = read_safetensors((dir / "expected.safetensors").string());
-      torch::NoGradGuard no_grad;
-      const auto out = model->forward(tensor_of(inputs, "input_ids").to(device),
-                                      tensor_of(inputs, "attention_mask").to(device));
-      const double hidden_diff =
-          max_abs_diff(out.last_hidden_state, tensor_of(expected, "last_hidden_state"));
-      const double pooler_diff =
-          max_abs_diff(out.pooler_output, tensor_of(expected, "pooler_output"));
-      WARN(name << " on " << device << ": max |diff| last_hidden_state " << hidden_diff
-                << ", pooler_output " << pooler_diff);
-      CHECK(hidden_diff < kTolerance);
-      CHECK(pooler_diff < kTolerance);
+  DenseBackendRestore restore;
+  for (const auto backend : dense_backends())
+    for (const auto& name : kModels) {
+      for (const auto& device : devices()) {
+        set_dense_backend(backend);
+        INFO(name << " on " << device << ", linear layers by " << to_string(backend));
+        const auto dir = golden_dir(name);
+        const RobertaConfig config = load_config_dir(dir.string());
+        RobertaModel model(config);
+        const LoadReport report =
+            load_safetensors_weights(*model, (dir / "model.safetensors").string());
+        CHECK(report.missing.empty());
+        CHECK(report.unexpected.empty());
+        CHECK(report.loaded.size() == model->parameters().size());
+        model->to(device);
+        model->eval();
+        const auto inputs = read_safetensors((dir / "inputs.safetensors").string());
+        const auto expected = read_safetensors((dir / "expected.safetensors").string());
+        torch::NoGradGuard no_grad;
+        const auto out = model->forward(tensor_of(inputs, "input_ids").to(device),
+                                        tensor_of(inputs, "attention_mask").to(device));
+        const double hidden_diff =
+            max_abs_diff(out.last_hidden_state, tensor_of(expected, "last_hidden_state"));
+        const double pooler_diff =
+            max_abs_diff(out.pooler_output, tensor_of(expected, "pooler_output"));
+        WARN(name << " on " << device << " (" << to_string(backend)
+                  << "): max |diff| last_hidden_state " << hidden_diff << ", pooler_output "
+                  << pooler_diff);
+        CHECK(hidden_diff < kTolerance);
+        CHECK(pooler_diff < kTolerance);
+      }
     }
-  }
 }
 
 TEST_CASE("parameter names are Hugging Face's state-dict keys", "[roberta][model]") {
@@ -187,6 +205,79 @@ TEST_CASE("save_pretrained round-trips, also through Hugging Face", "[roberta][m
       "/tests/reference/check_roberta_save.py " + saved.string() + " " +
       (dir / "inputs.safetensors").string() + " " + (dir / "expected.safetensors").string();
   CHECK(std::system(command.c_str()) == 0);
+}
+
+TEST_CASE("oneDNN's linear layers are ATen's up to fp32 rounding, gradients included",
+          "[roberta][model]") {
+  if (!roberta_regression::detail::onednn_linear_op()) {
+    finetune_test::skip("this LibTorch has no oneDNN linear (mkldnn::_linear_pointwise)");
+    return;
+  }
+  DenseBackendRestore restore;
+  torch::manual_seed(21);
+  const auto w0 = torch::randn({48, 40}), b0 = torch::randn({48});
+  // A [B, T, in] input, a transposed (strided) one, and no bias.
+  const std::vector<std::pair<torch::Tensor, bool>> cases = {{torch::randn({3, 7, 40}), true},
+                                                             {torch::randn({40, 9}).t(), true},
+                                                             {torch::randn({5, 40}), false}};
+  for (const auto& [x0, with_bias] : cases) {
+    INFO("input " << x0.sizes() << (x0.is_contiguous() ? "" : ", strided")
+                  << (with_bias ? "" : ", no bias"));
+    std::vector<torch::Tensor> out, grads;
+    for (const auto backend : {DenseBackend::aten, DenseBackend::onednn}) {
+      set_dense_backend(backend);
+      const auto x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_(),
+                 b = with_bias ? b0.clone().requires_grad_() : torch::Tensor();
+      const auto y = dense_linear(x, w, b);
+      // A weighted sum, so that every output element's gradient differs.
+      (y * torch::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+      out.push_back(y.detach());
+      grads.push_back(x.grad());
+      grads.push_back(w.grad());
+      grads.push_back(with_bias ? b.grad() : torch::zeros({1}));
+    }
+    CHECK(out[0].sizes() == out[1].sizes());
+    CHECK(torch::allclose(out[1], out[0], 1e-5, 1e-5));
+    for (int i = 0; i < 3; ++i) {
+      INFO("gradient " << i << " (x, w, b)");
+      CHECK(torch::allclose(grads[3 + i], grads[i], 1e-5, 1e-5));
+    }
+  }
+  // Under autocast, and for other dtypes, ATen's linear runs (autocast casts it).
+  set_dense_backend(DenseBackend::onednn);
+  const auto x16 = torch::randn({4, 40}).to(torch::kBFloat16);
+  CHECK(dense_linear(x16, w0.to(torch::kBFloat16), b0.to(torch::kBFloat16)).scalar_type() ==
+        torch::kBFloat16);
+}
+
+TEST_CASE("FINETUNE_DENSE_BACKEND chooses the linear layers' library, or names what is wrong",
+          "[roberta][model]") {
+  const char* was = std::getenv("FINETUNE_DENSE_BACKEND");
+  const std::string saved = was ? was : "";
+  ::setenv("FINETUNE_DENSE_BACKEND", "aten", 1);
+  CHECK(roberta_regression::detail::choose_dense_backend() == DenseBackend::aten);
+  ::setenv("FINETUNE_DENSE_BACKEND", "mkl", 1);
+  CHECK_THROWS_WITH(roberta_regression::detail::choose_dense_backend(),
+                    "FINETUNE_DENSE_BACKEND='mkl': expected aten, onednn or auto");
+  ::setenv("FINETUNE_DENSE_BACKEND", "onednn", 1);
+  if (roberta_regression::detail::onednn_linear_op())
+    CHECK(roberta_regression::detail::choose_dense_backend() == DenseBackend::onednn);
+  else
+    CHECK_THROWS_AS(roberta_regression::detail::choose_dense_backend(), std::invalid_argument);
+  if (was)
+    ::setenv("FINETUNE_DENSE_BACKEND", saved.c_str(), 1);
+  else
+    ::unsetenv("FINETUNE_DENSE_BACKEND");
+  // auto: oneDNN exactly where MKL holds a non-Intel AVX-512 CPU back.
+  const bool expect_onednn = roberta_regression::detail::cpu_vendor() != "GenuineIntel" &&
+                             finetune::compat::aten_cpu_capability().rfind("AVX512", 0) == 0 &&
+                             roberta_regression::detail::onednn_linear_op();
+  WARN("CPU vendor '" << roberta_regression::detail::cpu_vendor() << "', ATen capability '"
+                      << finetune::compat::aten_cpu_capability() << "': linear layers by "
+                      << (expect_onednn ? "oneDNN" : "ATen"));
+  if (!was)
+    CHECK((roberta_regression::detail::choose_dense_backend() == DenseBackend::onednn) ==
+          expect_onednn);
 }
 
 TEST_CASE("dropout is active in training mode only", "[roberta][model]") {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Version.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
@@ -210,6 +211,17 @@ class AutocastGuard {
   bool was_enabled_ = false;
   at::ScalarType was_dtype_ = at::kFloat;
 };
+
+/// ATen's CPU capability, as torch.backends.cpu.get_cpu_capability() reports
+/// it: "AVX512", "AVX2", "DEFAULT" and so on, lowered by ATEN_CPU_CAPABILITY.
+/// "" before LibTorch 2.1, which does not export it.
+inline std::string aten_cpu_capability() {
+#if FINETUNE_TORCH_AT_LEAST(2, 1)
+  return at::get_cpu_capability();
+#else
+  return "";
+#endif
+}
 
 /// Whether ATen has _fused_adamw_ for CPU tensors (PyTorch 2.4; CUDA only
 /// from 2.0 to 2.3, none in Debian's 1.13). fused_adamw.hpp falls back on

@@ -115,7 +115,7 @@ inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
   return fmt::format(
       "{}: {} rows{}{}, {} folds{}, target {}; model {} ({} layers, hidden {}{}); {} epochs, batch "
       "{}, "
-      "max length {}, seed {}; {}{} ({} threads), LibTorch {}",
+      "max length {}, seed {}; {}{} ({} threads), LibTorch {}{}",
       s.data, d.targets.size(0), s.subsample > 1 ? fmt::format(" (1 in {})", s.subsample) : "",
       d.dropped ? fmt::format(" ({} dropped: target 0, standard_error 0)", d.dropped) : "", s.folds,
       d.grouped ? " grouped by address" : "",
@@ -123,7 +123,8 @@ inline std::string data_summary(const TrainSettings& s, const EncodedDataset& d,
       m.config.num_hidden_layers, m.config.hidden_size, random_init ? ", random init" : "",
       s.epochs, s.batch_size, s.max_length, s.seed, s.device,
       s.precision == "fp32" ? std::string() : ", " + s.precision + " autocast",
-      torch::get_num_threads(), TORCH_VERSION);
+      torch::get_num_threads(), TORCH_VERSION,
+      s.device == "cpu" ? fmt::format(", linear layers by {}", to_string(dense_backend())) : "");
 }
 
 /// Runs the folds of one configuration; `line` receives the per-fold summary.
@@ -414,6 +415,7 @@ inline nlohmann::json table_json(const TableResult& t, const TrainSettings& base
           {"seed", base.seed},
           {"libtorch", TORCH_VERSION},
           {"threads", torch::get_num_threads()},
+          {"linear_layers", to_string(dense_backend())},
           {"rows", rows}};
 }
 

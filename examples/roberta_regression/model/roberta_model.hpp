@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "model/dense.hpp"
 #include "model/roberta_config.hpp"
 #include "model/safetensors.hpp"
 
@@ -33,12 +34,13 @@ struct RobertaOutput {
 };
 
 namespace detail {
-/// `layer(x)` through ATen's linear, which Python's nn.Linear calls: it folds a
-/// contiguous [B, T, in] input into one addmm with the bias. LibTorch's
-/// LinearImpl::forward runs matmul and then adds the bias as a separate pass
-/// (about 3% of the demo model's training step).
+/// `layer(x)` through dense_linear (model/dense.hpp): ATen's linear, which
+/// Python's nn.Linear calls and which folds a contiguous [B, T, in] input
+/// into one addmm with the bias, or oneDNN's where MKL holds this CPU back.
+/// LibTorch's LinearImpl::forward runs matmul and then adds the bias as a
+/// separate pass (about 3% of the demo model's training step).
 inline torch::Tensor dense(const torch::nn::Linear& layer, const torch::Tensor& x) {
-  return torch::linear(x, layer->weight, layer->bias);
+  return dense_linear(x, layer->weight, layer->bias);
 }
 
 /// The keep mask of dropout with probability p on the CPU, scaled by
@@ -480,7 +482,7 @@ inline RobertaLMHeadImpl::RobertaLMHeadImpl(const RobertaConfig& c) {
 
 inline torch::Tensor RobertaLMHeadImpl::forward(const torch::Tensor& hidden,
                                                 const torch::Tensor& decoder_weight) {
-  return torch::linear(layer_norm(torch::gelu(detail::dense(dense, hidden))), decoder_weight, bias);
+  return dense_linear(layer_norm(torch::gelu(detail::dense(dense, hidden))), decoder_weight, bias);
 }
 
 inline RobertaForMaskedLMImpl::RobertaForMaskedLMImpl(const RobertaConfig& config) {
