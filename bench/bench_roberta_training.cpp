@@ -10,6 +10,8 @@
 //      --precision bf16: fp32 weights, bf16 matrix products), beside PyTorch's
 //      torch.autocast("cpu", torch.bfloat16) step; FLOP/s against
 //      BM_MatmulPeakBf16 (bench_bandwidth.cpp).
+//   8  the fp32 product ceiling through oneDNN (BM_MatmulPeakOneDnn), beside
+//      at::mm's (bench_bandwidth.cpp): report.py takes the better of the two.
 //  11  dropout in training mode over one attention-probability tensor of
 //      roberta-base at batch 8 x 256 ([8, 12, 256, 256], p = 0.1): the
 //      example's detail::dropout (16-bit draws) beside torch.nn.functional.dropout
@@ -147,6 +149,26 @@ void BM_TechniquesPerStep(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 
+// Figure 8's fp32 ceiling through oneDNN's linear (model/dense.hpp), beside
+// BM_MatmulPeak's at::mm (bench_bandwidth.cpp): where MKL runs below the CPU's
+// instruction set (an AMD CPU with AVX-512), the best product rate of this
+// LibTorch is oneDNN's. n x n times n x n, 2 n³ operations per product.
+void BM_MatmulPeakOneDnn(benchmark::State& state) {
+  if (!roberta_regression::detail::onednn_linear_op()) {
+    state.SkipWithError("this LibTorch has no oneDNN linear (mkldnn::_linear_pointwise)");
+    return;
+  }
+  const int64_t n = state.range(0);
+  const auto a = torch::rand({n, n}), b = torch::rand({n, n});
+  roberta_regression::detail::onednn_linear(a, b, {});  // warm-up
+  for (auto _ : state) {
+    auto c = roberta_regression::detail::onednn_linear(a, b, {});
+    benchmark::DoNotOptimize(c.data_ptr());
+  }
+  state.counters["flop_per_s"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_DropoutAttention(benchmark::State& state) {
   torch::manual_seed(0);
   const auto x = torch::rand({8, 12, 256, 256});
@@ -166,3 +188,4 @@ BENCHMARK(BM_TrainingStepPlainBf16)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecon
 BENCHMARK(BM_TrainingStepFull)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TechniquesPerStep)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DropoutAttention)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MatmulPeakOneDnn)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -5,6 +5,8 @@ timed in Python with the venv's torch at the same thread count.
 Writes JSON {"torch_version", "threads", "results": {name: median seconds},
 "cv": {name: coefficient of variation over the repetitions, or null}}.
 The names are the ones bench/report.py pairs with the C++ benchmarks.
+--figures runs some figures only: scripts/bench.sh runs the training steps
+apart, in rounds that alternate with the C++ ones (--base-repeats 1).
 """
 import argparse
 import json
@@ -151,7 +153,7 @@ TRAINING_SHAPES = {
 }
 
 
-def bench_training(results):
+def bench_training(results, base_repeats=5):
     for name, (config, batch, tokens) in TRAINING_SHAPES.items():
         for full in (False, True):
             torch.manual_seed(0)
@@ -178,7 +180,7 @@ def bench_training(results):
                     schedule.step()
                     averaged.update_parameters(model)
 
-            repeats = 5 if name == "base" else 15
+            repeats = base_repeats if name == "base" else 15
             kind = "full" if full else "plain"
             results[f"training_step_{kind}_{name}"] = median_seconds(step, repeats=repeats)
 
@@ -203,18 +205,27 @@ def bench_dropout(results):
         lambda: torch.nn.functional.dropout(x, 0.1, training=True))
 
 
-FIGURES = [bench_bandwidth, bench_techniques, bench_tokenizer, bench_dropout, bench_training]
+FIGURES = {"bandwidth": bench_bandwidth, "techniques": bench_techniques,
+           "tokenizer": bench_tokenizer, "dropout": bench_dropout, "training": bench_training}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--figures", nargs="+", choices=list(FIGURES), default=list(FIGURES),
+                        help="which figures to run (default: all)")
+    parser.add_argument("--base-repeats", type=int, default=5,
+                        help="timed roberta-base training steps per figure (one round of "
+                             "make bench's interleaved rounds takes 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = Results()
-    for figure in FIGURES:
-        figure(results)
+    for name in args.figures:
+        if name == "training":
+            bench_training(results, args.base_repeats)
+        else:
+            FIGURES[name](results)
     with open(args.out, "w") as f:
         json.dump({"torch_version": torch.__version__, "threads": args.threads,
                    "results": dict(results), "cv": SPREAD}, f, indent=1)

@@ -14,8 +14,15 @@ Google Benchmark's 5 repetitions; PyTorch: pytorch_bench.py's), and a ratio
 whose two sides' spreads (median +- 2 standard deviations) overlap is marked
 "~" (within noise): neither a win nor a loss.
 
+The training steps (figures 6, 7, 9) come in rounds instead (the folder's
+rounds/cpp_R.json and rounds/pytorch_R.json, scripts/bench.sh): each side's
+time is the median over the rounds, its cv the spread over the rounds, and the
+ratio is paired: the median of the rounds' own ratios, "~" when that ratio's
+median +- 2 standard deviations (over the rounds) reaches 1.
+
 Compute ceiling (figure 8): the best fp32 matrix-product rate of the same run
-(BM_MatmulPeak, 2048² and 4096²), each training step's matrix-product FLOPs
+(BM_MatmulPeak: at::mm, and BM_MatmulPeakOneDnn: oneDNN's linear; 2048² and
+4096²), each training step's matrix-product FLOPs
 from the model's shapes (the benchmark's flop_per_step counter), and the
 fraction of the ceiling the step reaches, C++ and PyTorch.
 
@@ -28,6 +35,7 @@ import glob
 import json
 import os
 import platform
+import statistics
 
 # (figure, what, C++ benchmark name, PyTorch result name or None, memory-bound)
 ROWS = [
@@ -88,7 +96,7 @@ def load_cpp(folder):
     for path in sorted(glob.glob(os.path.join(folder, "bench_*.json"))):
         with open(path) as f:
             data = json.load(f)
-        context = data.get("context", context)
+        context.update(data.get("context", {}))
         for b in data["benchmarks"]:
             name = b.get("run_name", b["name"])
             kind = b.get("aggregate_name") if b.get("run_type") == "aggregate" else "median"
@@ -102,6 +110,26 @@ def load_cpp(folder):
         if "mean" in st and "stddev" in st and st["mean"] > 0:
             extra.setdefault(name, {})["cv"] = st["stddev"] / st["mean"]
     return results, context, extra
+
+
+def load_rounds(folder):
+    """[({C++ run name: (seconds, counters)}, {PyTorch name: seconds})], one per
+    round of folder/rounds, in round order; [] when the steps ran without rounds."""
+    rounds = []
+    for r in range(1, 1 + len(glob.glob(os.path.join(folder, "rounds", "cpp_*.json")))):
+        with open(os.path.join(folder, "rounds", f"cpp_{r}.json")) as f:
+            cpp = {b.get("run_name", b["name"]):
+                   (b["real_time"] * UNIT[b["time_unit"]], {c: b[c] for c in COUNTERS if c in b})
+                   for b in json.load(f)["benchmarks"] if b.get("run_type") != "aggregate"}
+        with open(os.path.join(folder, "rounds", f"pytorch_{r}.json")) as f:
+            rounds.append((cpp, json.load(f)["results"]))
+    return rounds
+
+
+def cv_of(xs):
+    """Population standard deviation over mean, as pytorch_bench.py's (None for
+    fewer than two values)."""
+    return statistics.pstdev(xs) / statistics.mean(xs) if len(xs) >= 2 else None
 
 
 def overlapping(a, cv_a, b, cv_b):
@@ -152,6 +180,23 @@ def pair(cpp_folder, pytorch_json):
         py = json.load(f)
     py_cv = py.get("cv", {})
 
+    # The rounds' medians stand in for the steps' figures, and the rows they
+    # pair get the rounds' own ratios.
+    rounds = load_rounds(cpp_folder)
+    paired = {}  # C++ name: [C++ / PyTorch, round by round]
+    for _, _, cpp_name, py_name, _ in ROWS:
+        times = [c[cpp_name] for c, _ in rounds if cpp_name in c]
+        if not times:
+            continue
+        cpp[cpp_name] = (statistics.median([t for t, _ in times]), None)
+        extra[cpp_name] = dict(times[0][1], cv=cv_of([t for t, _ in times]))
+        py_times = [p[py_name] for _, p in rounds if py_name in p]
+        if py_times:
+            py["results"][py_name] = statistics.median(py_times)
+            py_cv[py_name] = cv_of(py_times)
+            paired[cpp_name] = [c[cpp_name][0] / p[py_name] for c, p in rounds
+                                if cpp_name in c and py_name in p]
+
     ceiling = max((cpp[n][1] for n in CEILING_ROWS if n in cpp and cpp[n][1]), default=None)
     rows = []
     for figure, what, cpp_name, py_name, memory_bound in ROWS:
@@ -159,18 +204,33 @@ def pair(cpp_folder, pytorch_json):
         p = py["results"].get(py_name) if py_name else None
         c_cv = extra.get(cpp_name, {}).get("cv")
         p_cv = py_cv.get(py_name) if py_name else None
+        ratio_of_rounds = paired.get(cpp_name)
+        if ratio_of_rounds:
+            rel = statistics.median(ratio_of_rounds)
+            spread = cv_of(ratio_of_rounds)
+            within = None if spread is None else abs(rel - 1) <= 2 * spread * rel
+        else:
+            rel = c / p if (c and p) else None
+            within = overlapping(c, c_cv, p, p_cv) if (c and p) else None
         rows.append({
             "figure": figure, "what": what, "cpp_s": c, "pytorch_s": p,
             "cpp_cv": c_cv, "pytorch_cv": p_cv,
-            "cpp_over_pytorch": c / p if (c and p) else None,
-            "ratio_within_noise": overlapping(c, c_cv, p, p_cv) if (c and p) else None,
+            "cpp_over_pytorch": rel,
+            "ratio_within_noise": within,
             "cpp_bytes_per_s": bps,
             "fraction_of_ceiling": bps / ceiling if (memory_bound and bps and ceiling) else None,
         })
+        if ratio_of_rounds:
+            rows[-1]["ratio_by_round"] = ratio_of_rounds
 
     # Figure 8: the compute ceiling and each training step's share of it.
-    peak = max((v["flop_per_s"] for n, v in extra.items()
-                if n.startswith("BM_MatmulPeak/") and "flop_per_s" in v), default=None)
+    # The fp32 ceiling is the better of at::mm (the build's BLAS) and oneDNN's
+    # linear (on an AMD CPU with AVX-512, MKL runs its AVX2 kernels).
+    peaks = {library: max((v["flop_per_s"] for n, v in extra.items()
+                           if n.startswith(prefix) and v.get("flop_per_s")), default=None)
+             for library, prefix in (("at::mm", "BM_MatmulPeak/"),
+                                     ("oneDNN linear", "BM_MatmulPeakOneDnn/"))}
+    peak = max((v for v in peaks.values() if v), default=None)
     peak_bf16 = max((v["flop_per_s"] for n, v in extra.items()
                      if n.startswith("BM_MatmulPeakBf16/") and "flop_per_s" in v), default=None)
     compute = []
@@ -225,6 +285,7 @@ def pair(cpp_folder, pytorch_json):
         "pytorch": {"version": py["torch_version"], "threads": py["threads"]},
         "ceiling_bytes_per_s": ceiling,
         "matmul_peak_flop_per_s": peak,
+        "matmul_peak_by_library": peaks,
         "matmul_peak_bf16_flop_per_s": peak_bf16,
         "compute": compute,
         "bf16": bf16,
@@ -261,9 +322,22 @@ def print_table(result):
               f"| {rel} | {throughput(r['cpp_bytes_per_s'])} | {frac} |")
     print("(cv: coefficient of variation over the repetitions; ~: the two sides' "
           "median ± 2 sd overlap, within noise)")
+    dense = result["machine"]["cpp_context"].get("dense_backend")
+    if dense:
+        print(f"(C++ side: the model's fp32 linear layers by {dense}; model/dense.hpp)")
+    by_round = [r for r in result["rows"] if r.get("ratio_by_round")]
+    if by_round:
+        print(f"Training steps: {len(by_round[0]['ratio_by_round'])} interleaved rounds; "
+              "C++/PyTorch is the median of the rounds' ratios, ~ when its median ± 2 sd "
+              "reaches 1. By round:")
+        for r in by_round:
+            print(f"- {r['what']}: " + ", ".join(f"{x:.2f}" for x in r["ratio_by_round"]))
     peak = result.get("matmul_peak_flop_per_s")
     if peak and result.get("compute"):
-        print(f"\nFigure 8, compute ceiling: fp32 matmul peak {peak / 1e9:.0f} GFLOP/s (this run)")
+        by = ", ".join(f"{lib} {v / 1e9:.0f}" for lib, v in
+                       result.get("matmul_peak_by_library", {}).items() if v)
+        print(f"\nFigure 8, compute ceiling: fp32 matmul peak {peak / 1e9:.0f} GFLOP/s "
+              f"(this run; {by})")
         print("| step | GFLOP per step | floor at peak | C++ GFLOP/s | of peak | PyTorch GFLOP/s | of peak |")
         print("|---|---|---|---|---|---|---|")
         for c in result["compute"]:
