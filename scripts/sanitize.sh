@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=build/asan
 
-# The CTest tests (tests/test_<name>.cpp -> <name>, [cuda] cases as <name>_cuda)
+# The CTest tests (tests/test_<name>.cpp -> <name>, [cuda] and [onednn] cases as
+# <name>_cuda and <name>_onednn)
 # and their executables. roberta_train and roberta_pretrain train for minutes
 # even uninstrumented: left out.
 tests=(compat layerwise_lr lr_schedule periodic_evaluator periodic_evaluator_crash reinit swa unfreezing
@@ -39,5 +40,5 @@ supp=$PWD/tests/sanitizers
 export ASAN_OPTIONS="detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:abort_on_error=0:suppressions=$supp/asan.supp"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp"
-regex="^($(IFS='|'; echo "${tests[*]}"))(_cuda)?\$|^($(IFS='|'; echo "${fuzz_inputs[*]}"))_fuzz_replay\$"
+regex="^($(IFS='|'; echo "${tests[*]}"))(_cuda|_onednn)?\$|^($(IFS='|'; echo "${fuzz_inputs[*]}"))_fuzz_replay\$"
 ctest --test-dir "$dir" --output-on-failure --parallel "${JOBS:-2}" --timeout 1800 -R "$regex"

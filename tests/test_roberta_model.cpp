@@ -208,7 +208,7 @@ TEST_CASE("save_pretrained round-trips, also through Hugging Face", "[roberta][m
 }
 
 TEST_CASE("oneDNN's linear layers are ATen's up to fp32 rounding, gradients included",
-          "[roberta][model]") {
+          "[roberta][model][onednn]") {
   if (!roberta_regression::detail::onednn_linear_op()) {
     finetune_test::skip("this LibTorch has no oneDNN linear (mkldnn::_linear_pointwise)");
     return;
