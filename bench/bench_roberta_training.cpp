@@ -155,7 +155,7 @@ void BM_TechniquesPerStep(benchmark::State& state) {
 // LibTorch is oneDNN's. n x n times n x n, 2 n³ operations per product.
 void BM_MatmulPeakOneDnn(benchmark::State& state) {
   if (!roberta_regression::detail::onednn_linear_op()) {
-    state.SkipWithError("this LibTorch has no oneDNN linear (mkldnn::_linear_pointwise)");
+    state.SkipWithError(roberta_regression::detail::onednn_missing().c_str());
     return;
   }
   const int64_t n = state.range(0);

@@ -88,6 +88,11 @@ UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 COUNTERS = ("flop_per_s", "flop_per_step")
 
 
+def real_seconds(benchmark):
+    """A Google Benchmark JSON entry's real time, in seconds."""
+    return benchmark["real_time"] * UNIT[benchmark["time_unit"]]
+
+
 def load_cpp(folder):
     """{run name: (median seconds, bytes per second or None)}, the context, and
     {run name: {"cv": ..., counter: median value}}."""
@@ -101,10 +106,10 @@ def load_cpp(folder):
             name = b.get("run_name", b["name"])
             kind = b.get("aggregate_name") if b.get("run_type") == "aggregate" else "median"
             if kind in ("mean", "stddev"):
-                stats.setdefault(name, {})[kind] = b["real_time"] * UNIT[b["time_unit"]]
+                stats.setdefault(name, {})[kind] = real_seconds(b)
             if kind != "median":
                 continue
-            results[name] = (b["real_time"] * UNIT[b["time_unit"]], b.get("bytes_per_second"))
+            results[name] = (real_seconds(b), b.get("bytes_per_second"))
             extra.setdefault(name, {}).update({c: b[c] for c in COUNTERS if c in b})
     for name, st in stats.items():
         if "mean" in st and "stddev" in st and st["mean"] > 0:
@@ -119,7 +124,7 @@ def load_rounds(folder):
     for r in range(1, 1 + len(glob.glob(os.path.join(folder, "rounds", "cpp_*.json")))):
         with open(os.path.join(folder, "rounds", f"cpp_{r}.json")) as f:
             cpp = {b.get("run_name", b["name"]):
-                   (b["real_time"] * UNIT[b["time_unit"]], {c: b[c] for c in COUNTERS if c in b})
+                   (real_seconds(b), {c: b[c] for c in COUNTERS if c in b})
                    for b in json.load(f)["benchmarks"] if b.get("run_type") != "aggregate"}
         with open(os.path.join(folder, "rounds", f"pytorch_{r}.json")) as f:
             rounds.append((cpp, json.load(f)["results"]))

@@ -210,7 +210,7 @@ TEST_CASE("save_pretrained round-trips, also through Hugging Face", "[roberta][m
 TEST_CASE("oneDNN's linear layers are ATen's up to fp32 rounding, gradients included",
           "[roberta][model][onednn]") {
   if (!roberta_regression::detail::onednn_linear_op()) {
-    finetune_test::skip("this LibTorch has no oneDNN linear (mkldnn::_linear_pointwise)");
+    finetune_test::skip(roberta_regression::detail::onednn_missing());
     return;
   }
   DenseBackendRestore restore;

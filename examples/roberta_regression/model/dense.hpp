@@ -52,6 +52,12 @@ inline const c10::OperatorHandle* onednn_linear_op() {
   return op ? &*op : nullptr;
 }
 
+/// Why oneDNN cannot be chosen here, for every error and skip that says so.
+inline std::string onednn_missing() {
+  return "this LibTorch (" + std::string(finetune::compat::torch_version()) +
+         ") has no oneDNN linear (mkldnn::_linear_pointwise)";
+}
+
 /// x [*, in] times w [out, in] transposed, plus b [out] when defined, by
 /// oneDNN; x and w may be strided views (a transposed operand costs no copy).
 inline torch::Tensor onednn_linear(const torch::Tensor& x, const torch::Tensor& w,
@@ -115,9 +121,7 @@ inline DenseBackend choose_dense_backend() {
   if (forced == "aten") return DenseBackend::aten;
   if (forced == "onednn") {
     if (!onednn_linear_op())
-      throw std::invalid_argument("FINETUNE_DENSE_BACKEND=onednn: this LibTorch (" +
-                                  std::string(finetune::compat::torch_version()) +
-                                  ") has no oneDNN linear (mkldnn::_linear_pointwise)");
+      throw std::invalid_argument("FINETUNE_DENSE_BACKEND=onednn: " + onednn_missing());
     return DenseBackend::onednn;
   }
   if (forced != "auto")
@@ -151,9 +155,7 @@ inline DenseBackend dense_backend() {
 /// LibTorch lacks it is a std::invalid_argument.
 inline void set_dense_backend(DenseBackend backend) {
   if (backend == DenseBackend::onednn && !detail::onednn_linear_op())
-    throw std::invalid_argument("set_dense_backend(onednn): this LibTorch (" +
-                                std::string(finetune::compat::torch_version()) +
-                                ") has no oneDNN linear (mkldnn::_linear_pointwise)");
+    throw std::invalid_argument("set_dense_backend(onednn): " + detail::onednn_missing());
   detail::dense_backend_slot().store(static_cast<int>(backend));
 }
 
